@@ -1,0 +1,297 @@
+"""The single configuration of DSF: every setting with its paper / official-code default.
+
+Override any field on the command line: ``python train_render.py key=value [--key=value] [--key value] ...``.
+Values are parsed and type-checked against the defaults; an unknown key or a wrong type stops with one message
+that names the key and lists close valid ones. Importing this module has no side effects.
+
+Only ``train_render.py`` (and small CLIs) read a :class:`Config`; library code receives plain arguments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from util.camera import CAMERAS, CUBE_SIZES, SYNTH_DEPTH_RANGES
+
+PHASES = ("train", "test")
+TRAIN_STAGES = ("pretrain", "finetune")
+DATASETS = ("nyu", "icvl", "msra")
+RENDERERS = ("torch", "pytorch3d")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("step", "none")
+VIEW_AUGS = ("octant", "so3", "none")
+TRANSFERS = ("consis", "none")
+
+
+class ConfigError(ValueError):
+    """A bad key or value in the configuration (the message names the key and what was expected)."""
+
+
+@dataclass
+class Config:
+    # --- mode --------------------------------------------------------------------------------------------
+    phase: str = "train"  # train | test
+    train_stage: str = "pretrain"  # pretrain | finetune (case-insensitive; official code: 'Pretrain' / other)
+    stage_num: int = 2  # 2 = two-stage network with the rendered "remap"; 1 = single-stage ablation
+    dataset: str = "nyu"  # nyu | icvl | msra
+    demo: bool = False  # run on generated stand-in assets (procedural MANO model + NYU-format tree)
+
+    # --- paths (relative to the working directory) -------------------------------------------------------
+    data_root: str = "data/nyu"  # NYU tree: <data_root>/{train,test}/...
+    mano_path: str = "MANO/MANO_RIGHT.pkl"  # the licensed MANO model (or a chumpy-free .npz of it)
+    hands_para_dir: str = ""  # dir with hands-{glb,pose,shape,scale,trans}.txt; "" = built-in pose source
+    transfer: str = "consis"  # consis = frozen Consis-CycleGAN G_A on synthetic input; none = identity
+    transfer_net_path: str = ""  # folder holding latest_net_G_A.pth (required when transfer=consis in finetune)
+    finetune_dir: str = ""  # pre-training checkpoint to start fine-tuning from
+    load_model: str = ""  # checkpoint evaluated in phase=test
+    resume: str = ""  # checkpoint to resume (model, optimiser, scheduler, epoch, step); "auto" = run's latest
+    output_dir: str = "checkpoint"  # runs are written to <output_dir>/<dataset>/<run_name>
+    run_name: str = ""  # "" = derived from phase/stage/width
+    demo_dir: str = "data/demo"  # where the demo's stand-in assets are generated on first use
+
+    # --- data and crop -----------------------------------------------------------------------------------
+    view: int = 1  # Kinect view (1 = front; the benchmark view)
+    input_size: int = 128  # crop size in pixels
+    cube_size: float = 0.0  # crop cube edge in mm; 0 = dataset default (NYU 250)
+    test_cube_split: int = 2440  # NYU test frames >= this use cube * test_cube_scale ...
+    test_cube_scale: float = 5.0 / 6.0  # ... only when the test set has the standard 8252 frames
+    center_type: str = "refine"  # refine (refined centre files) | joint_mean (uses labels: not self-supervised)
+    augment: bool = True  # training augmentation of real crops: one of rot / com / sc / none
+    aug_rotation: float = 180.0  # max in-plane rotation in degrees
+    aug_shift: float = 10.0  # max centre shift in mm
+    aug_scale: float = 0.2  # max relative cube scale change
+    num_workers: int = 2
+    skip_bad: bool = False  # skip missing / corrupt frames with a warning instead of stopping
+
+    # --- synthetic data (pre-training and the synthetic half of fine-tuning) -----------------------------
+    synth_shape_noise: float = 3.0  # std of the beta noise added to file shapes
+    synth_center_jitter: float = 20.0  # crop centre jitter, mm per axis
+    synth_cube_jitter: float = 0.2  # cube scale factor U(1 - j, 1 + j)
+    synth_view_aug: str = "octant"  # fine-tuning view rotation: octant (official U(0, 2pi)^3) | so3 | none
+    occlusion: bool = True  # occlusion augmentation of synthetic crops (mask spheres at joints)
+    occlusion_joints: tuple = (3, 9)  # min, max number of masked joints per batch
+    occlusion_offset: float = 0.15  # centre offset, norm-uvd units
+    occlusion_radius: float = 0.3  # max sphere radius, norm-uvd units
+    synth_pose_noise: float = 0.2  # built-in pose source: std of noise on PCA coefficients (in component units)
+
+    # --- network -----------------------------------------------------------------------------------------
+    width: float = 1.0  # channel-width multiplier (1.0 = official network, exact parameter names / counts)
+    joint_num: int = 21
+    feature_size: int = 64  # resolution of the pixel-wise maps
+    offset_kernel: float = 0.8  # K, kernel radius of the offset representation (norm-uvd units)
+    decode_temperature: float = 30.0
+    renderer: str = "torch"  # torch | pytorch3d (optional backend, own venv)
+
+    # --- losses (dsf-method.md §6; hidden constants of the official code exposed) ------------------------
+    huber_delta: float = 0.01
+    deconv_weight: float = 1.0  # pixel-wise map loss
+    coord_weight: float = 100.0  # joint losses (PWE decoded joints, MANO joints / vertices, inter-branch)
+    model_weight: float = 1.0  # data-to-model ICP (d2m)
+    m2d_scale: float = 0.1  # extra factor on the rendered-depth loss: m2d weight = m2d_scale * model_weight
+    partICP_weight: float = 1.0  # part-aware ICP (pd2m)
+    M2P_weight: float = 1.0  # model-to-pixel inter-branch loss on reliable joints
+    coll_weight: float = 1.0  # sphere collision penalty
+    shape_prior_weight: float = 1000.0  # pre-training mean(beta^2) (official: coord_weight * 10)
+    neg_scale_weight: float = 0.1  # pre-training penalty on negative MANO scale
+    m2p_depth_threshold: float = 0.04  # M2P: mean |depth difference| of a sample must be below this
+    m2p_fit_threshold: float = 1e-3  # M2P: d2m and per-part ICP values must be below this
+    coll_row_threshold: float = 0.1  # collision: a sphere's penetration row sum >= this is dropped
+    crop_hand_offsets: tuple = (25.0, 20.0, 20.0)  # hand-box margins (xy, z near, z far) in mm
+    num_points: int = 2048  # points sampled from the real crop for ICP
+
+    # --- optimisation ------------------------------------------------------------------------------------
+    opt: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    scheduler: str = "step"  # step | none
+    step_size: int = 10
+    gamma: float = 0.1
+    lr_offbyone: bool = True  # replicate the official scheduler.step(epoch) shift (11 epochs at lr, then decay)
+    max_epoch: int = 15
+    batch_size: int = 32
+    iters_per_epoch: int = 0  # 0 = one pass over the data; > 0 caps an epoch (demo / smoke runs)
+
+    # --- runtime -----------------------------------------------------------------------------------------
+    device: str = ""  # "" = cuda if available else cpu
+    seed: int = 0
+    log_every: int = 10  # iterations between TensorBoard scalar writes
+    img_log_every: int = 200  # iterations between TensorBoard image writes
+    test_views: tuple = (1,)  # Kinect views evaluated after training / in phase=test
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # --- derived values (computed, never stored) ---------------------------------------------------------
+    @property
+    def camera(self) -> tuple[float, float, float, float]:
+        """(fx, fy, cx, cy) of the dataset's sensor."""
+        return CAMERAS[self.dataset].as_tuple()
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the dataset's full frames."""
+        cam = CAMERAS[self.dataset]
+        return (cam.height, cam.width)
+
+    @property
+    def cube(self) -> float:
+        """Crop cube edge in mm (``cube_size`` or the dataset default)."""
+        return self.cube_size if self.cube_size > 0 else CUBE_SIZES[self.dataset]
+
+    @property
+    def synth_depth_range(self) -> tuple[float, float]:
+        return SYNTH_DEPTH_RANGES[self.dataset]
+
+    @property
+    def is_pretrain(self) -> bool:
+        return self.train_stage == "pretrain"
+
+    def validate(self) -> None:
+        """Check enumerations and ranges; normalise case of mode strings."""
+        self.train_stage = self.train_stage.lower()
+        self.phase = self.phase.lower()
+        choices = {"phase": PHASES, "train_stage": TRAIN_STAGES, "dataset": DATASETS, "renderer": RENDERERS,
+                   "opt": OPTIMIZERS, "scheduler": SCHEDULERS, "synth_view_aug": VIEW_AUGS,
+                   "transfer": TRANSFERS, "center_type": ("refine", "joint_mean")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {set(allowed)}, got {getattr(self, key)!r}")
+        if self.stage_num not in (1, 2):
+            raise ConfigError(f"stage_num must be 1 or 2, got {self.stage_num!r}")
+        if self.view not in (1, 2, 3):
+            raise ConfigError(f"view must be 1, 2 or 3 (Kinect view), got {self.view!r}")
+        if not self.width > 0:
+            raise ConfigError(f"width must be > 0, got {self.width!r}")
+        for key in ("batch_size", "input_size", "feature_size", "max_epoch", "num_points"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)!r}")
+        if self.device not in ("", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be '', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save_json(self, path: str) -> None:
+        """Write the resolved config (all fields plus derived values) atomically."""
+        data = self.to_dict()
+        data["_derived"] = {"camera": self.camera, "image_size": self.image_size, "cube": self.cube}
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+        os.replace(tmp, path)
+
+    def diff(self) -> dict[str, tuple[Any, Any]]:
+        """Fields that differ from the defaults: {key: (value, default)}."""
+        default = Config()
+        return {f.name: (getattr(self, f.name), getattr(default, f.name))
+                for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(default, f.name)}
+
+    def summary(self) -> str:
+        """One line per field, marking changed ones with their default (CycleGAN style)."""
+        changed = self.diff()
+        lines = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            note = f"\t[default: {changed[f.name][1]!r}]" if f.name in changed else ""
+            lines.append(f"{f.name:>22}: {v!r}{note}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------
+# command-line overrides
+# ------------------------------------------------------------------------------------------------------
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    """Parse ``text`` into the type of ``default`` (bool / int / float / str / tuple of numbers)."""
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"config key {key!r} expects {expected} (default {default!r}), got {text!r}")
+
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise bad("a boolean (true/false/1/0)")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise bad("an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise bad("a number") from None
+    if isinstance(default, tuple):
+        parts = [p for p in text.strip().strip("()[]").replace(",", " ").split() if p]
+        elem = type(default[0]) if default else float
+        try:
+            values = tuple(elem(p) for p in parts)
+        except ValueError:
+            raise bad(f"a comma-separated list of {elem.__name__}") from None
+        if default and len(values) != len(default) and key != "test_views":
+            raise bad(f"{len(default)} comma-separated values")
+        return values
+    return text
+
+
+def _split_args(argv: Sequence[str]) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        arg = argv[i]
+        body = arg[2:] if arg.startswith("--") else arg
+        if "=" in body:
+            key, value = body.split("=", 1)
+        elif arg.startswith("--") and i + 1 < len(argv):
+            key, value = body, argv[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"cannot parse argument {arg!r}: use key=value, --key=value or --key value")
+        pairs.append((key.strip().replace("-", "_"), value))
+        i += 1
+    return pairs
+
+
+def load_config(argv: Sequence[str] | None = None, **overrides: Any) -> Config:
+    """Build a :class:`Config` from command-line style ``argv`` and/or Python keyword overrides.
+
+    Raises:
+        ConfigError: unknown key (with close valid ones), wrong type or invalid value.
+    """
+    defaults = Config()
+    names = [f.name for f in dataclasses.fields(Config)]
+    values: dict[str, Any] = {}
+    for key, text in _split_args(argv or []):
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=4, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint} (see config.py for all keys)")
+        values[key] = _parse_value(key, text, getattr(defaults, key))
+    for key, value in overrides.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=4, cutoff=0.5)
+            raise ConfigError(f"unknown config key {key!r}; did you mean {', '.join(close)}?")
+        default = getattr(defaults, key)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(default):
+            raise ConfigError(f"config key {key!r} expects {type(default).__name__}, got {value!r}")
+        values[key] = value
+    return dataclasses.replace(defaults, **values)
+
+
+def default_config() -> Config:
+    return Config()
+
+
+__all__ = ["Config", "ConfigError", "load_config", "default_config", "field"]
