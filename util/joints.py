@@ -60,7 +60,7 @@ NYU_JOINT_NAMES_36 = tuple(
 NYU_EVAL_14 = (0, 3, 6, 9, 12, 15, 18, 21, 24, 25, 27, 30, 31, 32)
 NYU_EVAL_14_NAMES = (
     "Pinky.T", "Pinky.R", "Ring.T", "Ring.R", "Mid.T", "Mid.R", "Index.T", "Index.R",
-    "Thumb.T", "Thumb.R2", "Thumb.R1", "Wrist1", "Wrist2", "Palm",
+    "Thumb.T", "Thumb.R2", "Thumb.R1", "Wrist2", "Wrist1", "Palm",
 )
 #: DSF's own metric uses the first 11 of the 14 (the three palm/wrist points have no MANO counterpart)
 NYU_DSF_11 = tuple(range(11))

@@ -1,0 +1,57 @@
+"""Headless evaluation plots (PNG): success curves and per-joint error bars.
+
+Uses ``matplotlib.figure.Figure`` directly (Agg canvas), so no pyplot state or global backend is touched.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+
+def _colors(n: int) -> list:
+    cmap = colormaps["tab10" if n <= 10 else "turbo"]
+    return [cmap(i if n <= 10 else i / max(n - 1, 1)) for i in range(n)]
+
+
+def plot_success_curves(path: str | Path, labels: Sequence[str], thresholds_mm: np.ndarray,
+                        curves: Sequence[np.ndarray]) -> None:
+    """All methods' max-error success curves (each (T,) over ``thresholds_mm``) on one axes."""
+    fig = Figure(figsize=(6.4, 4.8), dpi=120)
+    ax = fig.subplots()
+    for label, curve, color in zip(labels, curves, _colors(len(curves))):
+        ax.plot(thresholds_mm, curve, label=label, color=color, linewidth=1.5)
+    ax.set_xlim(float(thresholds_mm[0]), float(thresholds_mm[-1]))
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("Maximum allowed distance to GT (mm)")
+    ax.set_ylabel("Fraction of frames within distance")
+    ax.set_title("NYU: success rate (max joint error)")
+    ax.grid(True, alpha=0.4)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_per_joint_errors(path: str | Path, names: Sequence[str], joint_names: Sequence[str],
+                          per_joint: Sequence[np.ndarray], means: Sequence[float]) -> None:
+    """Grouped bars of per-joint mean errors (mm), joints in the community's reversed order plus 'Mean'."""
+    order = list(range(len(joint_names)))[::-1]  # the awesome evaluator lists Palm ... Pinky.T
+    labels = [joint_names[j] for j in order] + ["Mean"]
+    n = len(per_joint)
+    width = 0.8 / n
+    x = np.arange(len(labels), dtype=np.float64)
+    fig = Figure(figsize=(min(14.0, 6.0 + 0.3 * len(labels) * n / 3), 4.8), dpi=120)
+    ax = fig.subplots()
+    for i, (name, errs, mean, color) in enumerate(zip(names, per_joint, means, _colors(n))):
+        values = np.append(np.asarray(errs)[order], mean)
+        ax.bar(x + (i - (n - 1) / 2) * width, values, width, label=name, color=color)
+    ax.set_xticks(x, labels, rotation="vertical")
+    ax.set_ylabel("Mean error (mm)")
+    ax.set_title("NYU: per-joint mean error")
+    ax.grid(True, axis="y", alpha=0.4)
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
