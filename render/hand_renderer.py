@@ -49,7 +49,7 @@ class HandRenderer(nn.Module):
 
     def __init__(self, mano_layer: ManoLayer, camera: Sequence[float], size: int = 128, backend: str = "torch"):
         super().__init__()
-        self.mano = mano_layer
+        self.mano_layer = mano_layer
         self.camera = tuple(float(c) for c in camera)
         self.size = int(size)
         self.backend = backend
@@ -57,7 +57,7 @@ class HandRenderer(nn.Module):
 
     def mesh(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """Joints (B, 21, 3) and vertices (B, 779, 3) in norm-xyz of the crop (``get_mesh_xyz``)."""
-        out = self.mano.forward_dsf(theta, global_scale=DSF_GLOBAL_SCALE)
+        out = self.mano_layer.forward_dsf(theta, global_scale=DSF_GLOBAL_SCALE)
         return out.joints, out.vertices
 
     def render_mesh(self, verts_xyz: Tensor, center_xyz: Tensor, cube: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -65,7 +65,7 @@ class HandRenderer(nn.Module):
         cube = cube.to(verts_xyz).expand(verts_xyz.shape[0], 3)
         center = center_xyz.to(verts_xyz)
         verts_mm = norm_xyz_to_xyz(verts_xyz, center, cube)
-        rendered, M = render_crop(verts_mm, self.mano.faces_closed, center, cube, self.camera, self.size,
+        rendered, M = render_crop(verts_mm, self.mano_layer.faces_closed, center, cube, self.camera, self.size,
                                   rasterizer=self._rasterize)
         depth = normalize_depth(rendered.depth, center[:, 2], cube[:, 2])
         return depth[:, None], rendered.mask[:, None], M
