@@ -1,0 +1,256 @@
+"""Pose network (dsf-method.md §4): layout, counts, init, shapes, the stage-2 remap, inference on a real frame."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from model import build_pose_net, stage_parameters
+from util.camera import NYU_CAMERA
+
+J = 21
+
+
+# ----------------------------------------------------------------------------------------------------
+# the official checkpoint layout, rebuilt from §4.1-4.3 and torchvision's BasicBlock naming
+# ----------------------------------------------------------------------------------------------------
+def _bn(prefix: str, ch: int) -> dict[str, tuple]:
+    return {f"{prefix}.weight": (ch,), f"{prefix}.bias": (ch,), f"{prefix}.running_mean": (ch,),
+            f"{prefix}.running_var": (ch,), f"{prefix}.num_batches_tracked": ()}
+
+
+def _block(prefix: str, cin: int, cout: int, stride: int) -> dict[str, tuple]:
+    keys = {f"{prefix}.conv1.weight": (cout, cin, 3, 3), **_bn(f"{prefix}.bn1", cout),
+            f"{prefix}.conv2.weight": (cout, cout, 3, 3), **_bn(f"{prefix}.bn2", cout)}
+    if stride != 1 or cin != cout:
+        keys.update({f"{prefix}.downsample.0.weight": (cout, cin, 1, 1), **_bn(f"{prefix}.downsample.1", cout)})
+    return keys
+
+
+def _stage(suffix: str, cin: int) -> dict[str, tuple]:
+    keys: dict[str, tuple] = {}
+    for k, cout in enumerate((64, 128, 256, 512)):
+        keys.update(_block(f"layer{k + 1}{suffix}.0", cin, cout, 1 if k == 0 else 2))
+        keys.update(_block(f"layer{k + 1}{suffix}.1", cout, cout, 1))
+        cin = cout
+    keys.update({f"mano_regress{suffix}.2.weight": (62, 512), f"mano_regress{suffix}.2.bias": (62,)})
+    for k, c_in in ((4, 512), (3, 256), (2, 256)):
+        keys.update({f"deconv_layer{k}{suffix}.0.weight": (c_in, 256, 4, 4), **_bn(f"deconv_layer{k}{suffix}.1", 256)})
+    keys.update({f"finals{suffix}.0.weight": (3 * J, 256, 1, 1), f"finals{suffix}.0.bias": (3 * J,),
+                 f"finals{suffix}.1.weight": (J, 256, 1, 1), f"finals{suffix}.1.bias": (J,)})
+    return keys
+
+
+def official_layout(stage_num: int = 2) -> dict[str, tuple]:
+    keys = {"pre.0.weight": (64, 1, 5, 5), **_bn("pre.1", 64), **_stage("", 64)}
+    if stage_num == 2:
+        keys.update({"fusion.0.weight": (256, 64 + 256 + 4 * J * 2, 3, 3), "fusion.0.bias": (256,),
+                     **_bn("fusion.1", 256), **_stage("_s2", 256)})
+    return keys
+
+
+def _learnable(layout: dict[str, tuple]) -> int:
+    skip = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(math.prod(s) for k, s in layout.items() if not k.endswith(skip))
+
+
+@pytest.fixture(scope="module")
+def net2():
+    torch.manual_seed(0)
+    return build_pose_net(stage_num=2, joint_num=J)
+
+
+def test_parameter_counts(net2):
+    total = sum(p.numel() for p in net2.parameters())
+    assert total == 32_086_372 == _learnable(official_layout(2))
+    assert sum(p.numel() for p in stage_parameters(net2, 1)) == 15_417_938 == _learnable(official_layout(1))
+    assert sum(p.numel() for p in build_pose_net(stage_num=1).parameters()) == 15_417_938
+
+
+def test_official_checkpoint_loads_strict(net2):
+    layout = official_layout(2)
+    assert {k: tuple(v.shape) for k, v in net2.state_dict().items()} == layout
+    g = torch.Generator().manual_seed(3)
+    state = {k: (torch.zeros(s, dtype=torch.int64) if k.endswith("num_batches_tracked")
+                 else torch.randn(s, generator=g)) for k, s in layout.items()}
+    net = build_pose_net()
+    net.load_official_state({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3})
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    # Sequential indices the official code relies on
+    assert isinstance(net.mano_regress[2], nn.Linear) and isinstance(net.fusion[0], nn.Conv2d)
+    assert isinstance(net.deconv_layer4[0], nn.ConvTranspose2d) and isinstance(net.pre[1], nn.BatchNorm2d)
+    assert list(build_pose_net(stage_num=1).state_dict()) == list(official_layout(1))
+
+
+def test_initialisation_statistics(net2):
+    for name, m in net2.named_modules():
+        if isinstance(m, nn.Conv2d) and not name.startswith("finals"):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            if m.weight.numel() >= 1000:
+                assert m.weight.std().item() == pytest.approx(math.sqrt(2.0 / n), rel=0.1), name
+                assert abs(m.weight.mean().item()) < 0.1 * math.sqrt(2.0 / n), name
+        elif isinstance(m, (nn.ConvTranspose2d, nn.Linear)):
+            assert m.weight.std().item() == pytest.approx(0.001, rel=0.1), name
+        elif isinstance(m, nn.BatchNorm2d):
+            assert torch.all(m.weight == 1) and torch.all(m.bias == 0), name
+    for heads in (net2.finals, net2.finals_s2):
+        for conv in heads:
+            assert conv.weight.std().item() == pytest.approx(0.001, rel=0.1)
+            assert torch.all(conv.bias == 0)
+    bound = 1 / math.sqrt(512)  # PyTorch default bias init of the MANO heads
+    assert net2.mano_regress[2].bias.abs().max() <= bound
+    assert net2.mano_regress[2].bias.std() > 0.3 * bound
+    assert net2.fusion[0].bias.abs().max() <= 1 / math.sqrt(net2.fusion[0].weight[0].numel())
+
+
+def test_initial_mano_output_is_near_zero():
+    torch.manual_seed(1)
+    net = build_pose_net(stage_num=1)
+    out = net(torch.rand(2, 1, 128, 128) * 2 - 1).final.mano
+    # weight std 0.001 -> output ~ bias (|b| <= 1/sqrt(512) = 0.044): a collapsed hand (s ~ 0) at the centre
+    assert out.abs().max() < 0.15
+    assert (out - net.mano_regress[2].bias).abs().mean() < 0.03
+
+
+def _crop_batch(b: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    depth = torch.ones(b, 1, 128, 128)
+    depth[:, :, 40:90, 30:100] = torch.rand(b, 1, 50, 70, generator=g) * 0.4 - 0.2
+    center = torch.tensor([[20.0, -30.0, 700.0]]).repeat(b, 1) + torch.randn(b, 3, generator=g) * 10
+    return depth, center, torch.full((b, 3), 250.0)
+
+
+def test_output_shapes_two_stages(net2, splat_renderer):
+    depth, center, cube = _crop_batch(2)
+    seen = {}
+
+    def record(module, inputs, output) -> None:
+        seen["fusion_in"] = tuple(inputs[0].shape)
+
+    hook = net2.fusion[0].register_forward_hook(record)
+    try:
+        out = net2(depth, center, cube, renderer=splat_renderer)
+    finally:
+        hook.remove()
+    assert seen["fusion_in"] == (2, 488, 64, 64)
+    assert len(out.stages) == 2
+    for stage in out.stages:
+        assert stage.maps.shape == (2, 84, 64, 64) and stage.mano.shape == (2, 62)
+        assert torch.isfinite(stage.maps).all() and torch.isfinite(stage.mano).all()
+    assert out.render.depth.shape == (2, 1, 128, 128)
+    assert out.final is out.stages[1]
+
+
+def test_stage2_needs_renderer_and_crop(splat_renderer):
+    net = build_pose_net(width=0.25)
+    depth, center, cube = _crop_batch(1)
+    with pytest.raises(ValueError, match="renderer"):
+        net(depth, center, cube)
+    with pytest.raises(ValueError, match="centre and cube"):
+        net(depth, renderer=splat_renderer)
+    assert len(net(depth, num_stages=1).stages) == 1
+
+
+def test_stage2_gradients_reach_stage1_through_rendering(splat_renderer):
+    """The stage-1 MANO head feeds stage 2 only through the rendered remap: its gradient proves the path."""
+    torch.manual_seed(2)
+    net = build_pose_net(width=0.25)
+    depth, center, cube = _crop_batch(2)
+
+    def stage2_grad(renderer):
+        net.zero_grad(set_to_none=True)
+        out = net(depth, center, cube, renderer=renderer)
+        (out.stages[1].maps.square().sum() + out.stages[1].mano.square().sum()).backward()
+        return net.mano_regress[2].weight.grad
+
+    grad = stage2_grad(splat_renderer)
+    assert grad is not None and grad.abs().max() > 0
+
+    class Detached:
+        def render_prediction(self, theta, center_xyz, cube_mm):
+            return splat_renderer.render_prediction(theta.detach(), center_xyz, cube_mm)
+
+    grad = stage2_grad(Detached())
+    assert grad is None or grad.abs().max() == 0  # control: without the render path nothing arrives
+    assert net.pre[0].weight.grad.abs().max() > 0  # stage 1 trunk still gets stage-2 gradient via c0 / maps
+
+
+def test_width_quarter_builds_and_runs(splat_renderer):
+    net = build_pose_net(width=0.25)
+    full = 32_086_372
+    n = sum(p.numel() for p in net.parameters())
+    assert full / 20 < n < full / 10  # ~16x fewer weights in the trunks (heads / fusion inputs do not scale)
+    assert net.pre[0].out_channels == 16 and net.layer4[0].conv1.out_channels == 128
+    depth, center, cube = _crop_batch(2)
+    out = net(depth, center, cube, renderer=splat_renderer)
+    assert out.final.maps.shape == (2, 84, 64, 64) and out.final.mano.shape == (2, 62)
+
+
+def test_set_renderer_is_not_part_of_the_state(splat_renderer):
+    net = build_pose_net(width=0.25)
+    keys = list(net.state_dict())
+    net.set_renderer(splat_renderer)
+    assert list(net.state_dict()) == keys and net.renderer is splat_renderer
+    depth, center, cube = _crop_batch(1)
+    assert len(net(depth, center, cube).stages) == 2
+    module_renderer = nn.Module()  # an nn.Module renderer assigned as an attribute must not become a submodule
+    net.renderer = module_renderer
+    assert net.renderer is module_renderer and "renderer" not in dict(net.named_children())
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="stage_num"):
+        build_pose_net(stage_num=3)
+    with pytest.raises(ValueError, match="width"):
+        build_pose_net(width=0)
+
+
+def _real_nyu_crop(shared_dir):
+    from dataloader.crop import crop_depth
+    from dataloader.depth_io import decode_depth
+
+    depth_mm = decode_depth(shared_dir / "nyu" / "sample" / "test" / "depth_1_0000001.png")
+    first = (shared_dir / "nyu" / "center_test_refined.txt").read_text().splitlines()[0]
+    center = np.array([float(v) for v in first.split()])
+    center[1] = -center[1]  # the file is y-up; the code's frame is y-down
+    cube = np.full(3, 250.0)
+    crop, M = crop_depth(depth_mm, center, cube, NYU_CAMERA.as_tuple())
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]  # noqa: E731
+    return as_t(crop)[:, None], as_t(center), as_t(cube), as_t(M)
+
+
+def test_forward_and_predict_on_real_nyu_frame(net2, splat_renderer, shared_dir):
+    depth, center, cube, M = _real_nyu_crop(shared_dir)
+    assert 0.02 < (depth < 0.99).float().mean() < 0.6  # a hand-sized foreground
+    pred = net2.predict(depth, center, cube, M, NYU_CAMERA, renderer=splat_renderer)
+    assert net2.training  # mode restored
+    assert len(pred.stages) == 2
+    for stage in pred.stages:
+        for joints in (stage.pwe_mm, stage.mano_mm):
+            assert joints.shape == (1, 21, 3) and torch.isfinite(joints).all()
+        # untrained: the decoded pixel joints lie in the crop's cube, the collapsed MANO hand at the centre
+        assert (stage.pwe_mm - center[:, None]).abs().max() < 250
+        assert (stage.mano_mm - center[:, None]).abs().max() < 20
+
+
+def test_stage2_with_hand_renderer(oracle_model, shared_dir):
+    """The real prediction renderer: a stage-1 hand that covers pixels, gradients through depth and joints."""
+    from render.hand_renderer import HandRenderer
+    from render.mano_layer import ManoLayer
+
+    renderer = HandRenderer(ManoLayer(oracle_model), NYU_CAMERA.as_tuple())
+    torch.manual_seed(4)
+    net = build_pose_net(width=0.25)
+    theta = torch.from_numpy(np.load(shared_dir / "oracle" / "mano_forward.npz")["params_b"][0])
+    with torch.no_grad():  # make stage 1 predict a plausible hand (weights std 0.001 keep it input-dependent)
+        net.mano_regress[2].bias.copy_(theta)
+    depth, center, cube = _crop_batch(2)
+    out = net(depth, center, cube, renderer=renderer)
+    assert (out.render.depth < 0.99).sum() > 200  # the hand is visible in both crops
+    assert out.render.joints_uvd.shape == (2, 21, 3)
+    out.stages[1].maps.square().sum().backward()
+    assert net.mano_regress[2].weight.grad.abs().max() > 0
