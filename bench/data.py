@@ -1,0 +1,107 @@
+"""Data-pipeline benchmark on the CPU: NYU loader (stand-in tree), synthetic batches, stand-in generation.
+
+Reference measured in the same run: the raw decode rate of the tree's depth PNGs (``decode_depth``, frames/s).
+Printed, as samples (frames) per second and as ratios to that reference:
+
+- stand-in generation (``generate_standin_nyu``; 3 rendered views, then views 2/3 as hard links), frames/s;
+- ``NYUDataset`` (train split, augmentation on) through a DataLoader with 0 and 2 workers, batch 32;
+- ``NYUDataset`` test split (no augmentation), 0 workers;
+- the synthetic renderer (``render_synthetic_batch``, built-in pose source, occlusion on), batch 32.
+
+Run: ``.venv/bin/python bench/data.py [--train 128] [--test 32] [--batches 4]``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from dataloader.depth_io import decode_depth  # noqa: E402
+from dataloader.nyu import NYUDataset  # noqa: E402
+from dataloader.standin_nyu import generate_standin_nyu, load_model  # noqa: E402
+from dataloader.synthetic import builtin_pose_params, render_synthetic_batch  # noqa: E402
+from render.mano_layer import ManoLayer  # noqa: E402
+from util.camera import NYU_CAMERA  # noqa: E402
+
+
+def rate(fn, items: int, repeat: int = 1) -> float:
+    """Items per second of ``fn`` (best of ``repeat`` runs: the machine is shared)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return items / best
+
+
+def loader_rate(ds: NYUDataset, workers: int, batches: int, batch_size: int = 32) -> float:
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
+                        persistent_workers=workers > 0)
+    it = iter(loader)
+    next(it)  # start-up (worker spawn) not counted
+    n = min(batches, len(ds) // batch_size - 1)
+
+    def run():
+        for _ in range(n):
+            next(it)
+
+    return rate(run, n * batch_size)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", type=int, default=128, help="stand-in training frames")
+    ap.add_argument("--test", type=int, default=32, help="stand-in test frames")
+    ap.add_argument("--batches", type=int, default=3, help="timed batches of 32 per loader configuration")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "nyu"
+        model = load_model(None)
+        mano = Path(tmp) / "MANO_RIGHT.pkl"
+        from render.standin import write_standin
+
+        write_standin(str(mano))
+        generate_standin_nyu(Path(tmp) / "warm", 2, 1, mano_path=str(mano))  # numba compile etc.
+        frames = args.train + args.test
+        gen = rate(lambda: generate_standin_nyu(root, args.train, args.test, mano_path=str(mano)), frames)
+        gen_copy = rate(lambda: generate_standin_nyu(Path(tmp) / "copy", args.train, args.test,
+                                                     mano_path=str(mano), view_mode="copy"), frames)
+        pngs = sorted((root / "train").glob("depth_1_*.png"))
+        ref = rate(lambda: [decode_depth(p) for p in pngs], len(pngs), repeat=5)
+
+        train = NYUDataset(root, "train")
+        test = NYUDataset(root, "test")
+        r0 = loader_rate(train, 0, args.batches)
+        r2 = loader_rate(train, 2, args.batches)
+        rt = rate(lambda: [test[i] for i in range(len(test))], len(test), repeat=2)
+
+        layer = ManoLayer(model)
+        params = torch.from_numpy(builtin_pose_params(model.hands_coeffs, 32, seed=0))
+        g = torch.Generator().manual_seed(0)
+        render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), 250.0, g)  # warm-up
+        rs = rate(lambda: [render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), 250.0, g)
+                           for _ in range(args.batches)], 32 * args.batches)
+
+    print(f"reference: raw depth-PNG decode {ref:8.1f} frames/s (1.00)")
+    rows = [("stand-in generation, 3 rendered views", gen, "frames/s"),
+            ("stand-in generation, views 2/3 linked", gen_copy, "frames/s"),
+            ("NYU loader train+aug, 0 workers", r0, "samples/s"),
+            ("NYU loader train+aug, 2 workers", r2, "samples/s"),
+            ("NYU loader test, 0 workers", rt, "samples/s"),
+            ("synthetic batch 32 (render+occlusion)", rs, "samples/s")]
+    for name, value, unit in rows:
+        print(f"{name:40s} {value:8.1f} {unit:9s} ratio to PNG decode {value / ref:6.3f}")
+
+
+if __name__ == "__main__":
+    main()

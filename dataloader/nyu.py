@@ -1,0 +1,352 @@
+"""NYU Hand Pose dataset: the real tree (or the stand-in of :mod:`dataloader.standin_nyu`) as crops + labels.
+
+Layout (formats.md §3.1)::
+
+    <root>/{train,test}/joint_data.mat           labels, 3 views x N x 36 x 3, xyz y-up
+    <root>/{train,test}/{depth,synthdepth}_{view}_{frame:07d}.png
+    <root>/{train,test}/center_{split}_{view-1}_refined.txt
+                                                 DSF's per-view refined centres (y down, §10 item 8)
+    <root>/{train,test}/center_{split}_refined.txt
+                                                 V2V / AWR single file, Kinect 1 only (y up); also looked up
+                                                 in <root>/ itself
+
+Everything leaving this module is in the internal frame (mm, y down). Items (dicts, default-collate friendly):
+
+- ``depth`` (1, S, S) float32 in [-1, 1], background +1 (DeepPrior++ crop, ``premax`` quirk);
+- ``joints_xyz_norm`` (14, 3) ``(X - C) / (cube / 2)``; ``joints_uvd_norm`` (14, 3) crop-normalised uvd;
+- ``center_xyz`` (3,) mm; ``cube`` (3,) mm; ``M`` (3, 3) full image -> crop pixels; ``index`` frame index
+  (0-based);
+- with ``joints21=True`` also ``joints_xyz_norm21`` / ``joints_uvd_norm21`` (21, 3) in MANO order.
+
+Use :func:`norm_xyz_to_mm` / :func:`norm_uvd_to_image_uvd` to go back to mm / full-image (u, v, d).
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dataloader.augment import AugParams, augment_crop, sample_aug_params
+from dataloader.crop import crop_depth, crop_depth_mm, normalize_crop
+from dataloader.depth_io import (DataFileError, decode_depth, depth_png_name, list_dir, load_centers,
+                                 load_joint_data)
+from util.camera import CUBE_SIZES, NYU_CAMERA
+from util.geometry import (flip_y, norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_norm_uvd, xyz_to_norm_xyz,
+                           xyz_to_uvd)
+from util.joints import NYU36_TO_MANO21, NYU_EVAL_14, NYU_TEST_FRAMES, NYU_TEST_SPLIT
+
+__all__ = [
+    "NYUDataset", "decode_depth", "crop_depth", "norm_xyz_to_mm", "norm_uvd_to_image_uvd", "mm_to_image_uvd",
+    "yup_to_ydown", "ydown_to_yup", "center_frame_offsets", "resolve_center_frame", "find_center_file",
+]
+
+SPLITS = ("train", "test")
+CENTER_TYPES = ("refine", "joint_mean")
+CENTER_FRAMES = ("auto", "y_down", "y_up")
+DEPTH_KINDS = ("depth", "synthdepth")
+_PER_VIEW_CENTER = re.compile(r"center_(train|test)_(\d)_refined\.txt$")
+#: a candidate frame must beat the file-name default by this factor (mean offset) to override it
+_FRAME_OVERRIDE_RATIO = 0.5
+
+
+# ----------------------------------------------------------------------------------------------------
+# inverse mappings (used by the evaluator's prediction files) and frame converters
+# ----------------------------------------------------------------------------------------------------
+def norm_xyz_to_mm(xyz_n, center_xyz, cube):
+    """norm-xyz (..., J, 3) -> camera-frame mm, y down (``X_n S/2 + C``); numpy or torch."""
+    return norm_xyz_to_xyz(xyz_n, center_xyz, cube)
+
+
+def norm_uvd_to_image_uvd(uvd_n, center_xyz, cube, M, size: int = 128):
+    """norm-uvd (..., J, 3) -> full-image (u px, v px, d mm) through ``M^-1`` (the community file format)."""
+    return norm_uvd_to_uvd(uvd_n, center_xyz, cube, M, size)
+
+
+def mm_to_image_uvd(xyz_mm, camera=None):
+    """Camera-frame mm (y down) -> full-image (u, v, d) (as projecting y-up xyz with ``v = cy - fy y / z``);
+    ``camera`` (fx, fy, cx, cy) defaults to NYU's."""
+    return xyz_to_uvd(xyz_mm, NYU_CAMERA.as_tuple() if camera is None else camera)
+
+
+def yup_to_ydown(xyz):
+    """NYU file frame (y up) -> internal frame (y down): negate y."""
+    return flip_y(xyz)
+
+
+def ydown_to_yup(xyz):
+    """Internal frame (y down) -> NYU file frame (y up), e.g. to write centre files for V2V/AWR tools."""
+    return flip_y(xyz)
+
+
+# ----------------------------------------------------------------------------------------------------
+# centre files: where, and which frame
+# ----------------------------------------------------------------------------------------------------
+def find_center_file(root: Path, split: str, view: int) -> tuple[Path, str]:
+    """Locate the refined-centre file of (split, view) and its presumed frame ('y_down' or 'y_up').
+
+    DSF's per-view file ``center_{split}_{view-1}_refined.txt`` is presumed y-down (its loader uses it
+    unflipped); the V2V/AWR single file ``center_{split}_refined.txt`` (Kinect 1 only) is y-up.
+    """
+    split_dir = root / split
+    tried = [split_dir / f"center_{split}_{view - 1}_refined.txt"]
+    if tried[0].is_file():
+        return tried[0], "y_down"
+    if view == 1:
+        for p in (split_dir / f"center_{split}_refined.txt", root / f"center_{split}_refined.txt"):
+            tried.append(p)
+            if p.is_file():
+                return p, "y_up"
+    raise FileNotFoundError(f"no refined-centre file for split {split!r}, view {view}; tried "
+                            + ", ".join(str(p) for p in tried)
+                            + " (or pass center_file=..., or center_type='joint_mean' which uses the labels)")
+
+
+def center_frame_offsets(centers_raw: np.ndarray, joints_ydown: np.ndarray) -> dict[str, float]:
+    """Mean distance (mm) between centres and the label centroid if the centres were y-down or y-up.
+
+    Args:
+        centers_raw: (N, 3) centres as stored in the file (NaN rows ignored).
+        joints_ydown: (N, J, 3) labels in the internal y-down frame.
+    Returns:
+        {'y_down': mm, 'y_up': mm}. The right frame gives the refined-centre offset (~20 mm on NYU: 21 mm for
+        the V2V file read y-up, 134 mm read y-down, formats.md §3.4).
+    """
+    ok = np.isfinite(centers_raw).all(1) & np.isfinite(joints_ydown).all((1, 2))
+    if not ok.any():
+        return {"y_down": float("nan"), "y_up": float("nan")}
+    centroid = joints_ydown[ok].mean(1)
+    c = centers_raw[ok]
+    return {"y_down": float(np.linalg.norm(c - centroid, axis=1).mean()),
+            "y_up": float(np.linalg.norm(flip_y(c) - centroid, axis=1).mean())}
+
+
+def resolve_center_frame(centers_raw: np.ndarray, joints_ydown: np.ndarray | None, presumed: str,
+                         requested: str = "auto", source: str = "centre file") -> str:
+    """Decide the frame of a centre file ('y_down' / 'y_up'), validating against the labels when they exist.
+
+    ``requested='auto'`` takes the file-name default unless the labels clearly say otherwise (the other
+    frame's mean offset below half the default's), with a warning; an explicit request is kept but warned
+    about when the labels contradict it.
+    """
+    if requested not in CENTER_FRAMES:
+        raise ValueError(f"center_frame must be one of {CENTER_FRAMES}, got {requested!r}")
+    frame = presumed if requested == "auto" else requested
+    if joints_ydown is None:
+        return frame
+    off = center_frame_offsets(centers_raw, joints_ydown)
+    other = "y_up" if frame == "y_down" else "y_down"
+    if off[other] < _FRAME_OVERRIDE_RATIO * off[frame]:
+        msg = (f"{source}: centres are {off[frame]:.1f} mm from the label centroid read {frame} but "
+               f"{off[other]:.1f} mm read {other}")
+        if requested == "auto":
+            warnings.warn(msg + f"; using {other}", stacklevel=3)
+            return other
+        warnings.warn(msg + f"; keeping the requested {frame}", stacklevel=3)
+    return frame
+
+
+# ----------------------------------------------------------------------------------------------------
+# dataset
+# ----------------------------------------------------------------------------------------------------
+class NYUDataset(Dataset):
+    """Crops and labels of one split and Kinect view of an NYU-format tree.
+
+    Args:
+        root: tree root (holding ``train/`` and ``test/``).
+        split: 'train' | 'test'.
+        view: Kinect view 1..3 (1 = front, the benchmark view).
+        cube: crop cube edge in mm (NYU 250).
+        size: crop size in pixels.
+        camera: (fx, fy, cx, cy); NYU Kinect by default.
+        center_type: 'refine' (refined-centre file) | 'joint_mean' (label centroid; uses labels, not for
+            self-supervised training).
+        center_file: explicit centre file (otherwise looked up, see :func:`find_center_file`).
+        center_frame: 'auto' | 'y_down' | 'y_up' frame of the centre file (see :func:`resolve_center_frame`).
+        augment: training augmentation (one of rot / com / sc / none); default on for 'train' only.
+        aug_rotation, aug_shift, aug_scale: max rotation (deg), centre shift (mm), relative cube change.
+        test_cube_split, test_cube_scale, standard_test_frames: test frames >= split use cube * scale,
+            only when the test split has exactly ``standard_test_frames`` frames (the real NYU test set).
+        depth_kind: 'depth' (sensor) | 'synthdepth' (Tompson's rendered fits).
+        joints21: also return the 21 MANO-order joints (``*_norm21``).
+        frames: optional subset of 0-based frame indices.
+        skip_bad: skip missing / corrupt frames with a warning (and a count) instead of stopping.
+    """
+
+    def __init__(self, root, split: str, view: int = 1, *, cube: float = CUBE_SIZES["nyu"], size: int = 128,
+                 camera: Sequence[float] = NYU_CAMERA.as_tuple(), center_type: str = "refine",
+                 center_file=None, center_frame: str = "auto", augment: bool | None = None,
+                 aug_rotation: float = 180.0, aug_shift: float = 10.0, aug_scale: float = 0.2,
+                 test_cube_split: int = NYU_TEST_SPLIT, test_cube_scale: float = 5.0 / 6.0,
+                 standard_test_frames: int = NYU_TEST_FRAMES, depth_kind: str = "depth",
+                 joints21: bool = False, frames: Sequence[int] | None = None, skip_bad: bool = False) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if center_type not in CENTER_TYPES:
+            raise ValueError(f"center_type must be one of {CENTER_TYPES}, got {center_type!r}")
+        if depth_kind not in DEPTH_KINDS:
+            raise ValueError(f"depth_kind must be one of {DEPTH_KINDS}, got {depth_kind!r}")
+        self.root, self.split, self.view = Path(root), split, int(view)
+        self.dir = self.root / split
+        self.size, self.camera = int(size), tuple(float(c) for c in camera)
+        self.depth_kind, self.joints21, self.skip_bad = depth_kind, joints21, skip_bad
+        self.augment = (split == "train") if augment is None else bool(augment)
+        self.aug_rotation, self.aug_shift, self.aug_scale = aug_rotation, aug_shift, aug_scale
+        self.skipped: list[tuple[int, str]] = []  # (frame, reason) of frames skipped in this process
+
+        labels = load_joint_data(self.dir / "joint_data.mat")
+        if not 1 <= self.view <= labels.num_views:
+            raise ValueError(f"view must be 1..{labels.num_views} for {self.dir / 'joint_data.mat'}, "
+                             f"got {view}")
+        n = labels.num_frames
+        joints36 = yup_to_ydown(labels.joint_xyz[self.view - 1])  # (N, 36, 3) mm, y down
+        self._joints14 = joints36[:, list(NYU_EVAL_14)].astype(np.float64)
+        self._joints21 = joints36[:, list(NYU36_TO_MANO21)].astype(np.float64) if joints21 else None
+
+        self.center_frame: str | None = None
+        if center_type == "joint_mean":
+            centers = self._joints14.mean(1)
+        else:
+            if center_file is None:
+                cpath, presumed = find_center_file(self.root, split, self.view)
+            else:
+                cpath = Path(center_file)
+                presumed = "y_down" if _PER_VIEW_CENTER.search(cpath.name) else "y_up"
+            raw, _ = load_centers(cpath, num_frames=n)
+            self.center_frame = resolve_center_frame(raw, self._joints14, presumed, center_frame, str(cpath))
+            centers = raw if self.center_frame == "y_down" else yup_to_ydown(raw)
+        self._centers = centers
+
+        self._cubes = np.full((n, 3), float(cube), np.float64)
+        if split == "test" and n == standard_test_frames:
+            self._cubes[test_cube_split:] *= test_cube_scale
+        self.frames = self._select_frames(n, frames)
+
+    def _select_frames(self, n: int, frames: Sequence[int] | None) -> np.ndarray:
+        cand = np.arange(n) if frames is None else np.asarray(frames, np.int64)
+        if cand.size and (cand.min() < 0 or cand.max() >= n):
+            raise ValueError(f"frames must lie in 0..{n - 1} for {self.dir}")
+        no_hand = ~np.isfinite(self._centers[cand]).all(1)  # 'invalid' centre lines: frames without a hand
+        if no_hand.any():
+            warnings.warn(f"{self.split}/view {self.view}: {int(no_hand.sum())} frames have an 'invalid' "
+                          "centre and are left out", stacklevel=3)
+        cand = cand[~no_hand]
+        names = list_dir(self.dir)
+        missing = {int(f) for f in cand if self._png_name(f) not in names}
+        bad_label = cand[~np.isfinite(self._joints14[cand]).all((1, 2))].tolist()
+        bad = sorted(set(missing) | set(bad_label))
+        if bad and not self.skip_bad:
+            f = bad[0]
+            if f in missing:
+                raise FileNotFoundError(f"depth PNG not found: {self.dir / self._png_name(f)} "
+                                        f"({len(missing)} of {cand.size} frames missing; skip_bad=True skips "
+                                        "them)")
+            raise DataFileError(f"{self.dir / 'joint_data.mat'}: non-finite labels for frame {f} "
+                                f"({len(bad_label)} frames; skip_bad=True skips them)")
+        if bad:
+            warnings.warn(f"{self.dir}: skipping {len(bad)} of {cand.size} frames ({len(missing)} missing "
+                          f"PNGs, {len(bad_label)} bad labels; first: {self._png_name(bad[0])})",
+                          stacklevel=3)
+            self.skipped += [(f, "missing PNG" if f in missing else "bad label") for f in bad]
+            cand = np.setdiff1d(cand, bad)
+        if cand.size == 0:
+            raise DataFileError(f"{self.dir}: no usable frames for view {self.view}")
+        return cand
+
+    def _png_name(self, frame: int) -> str:
+        return depth_png_name(self.depth_kind, self.view, int(frame))
+
+    def __len__(self) -> int:
+        return int(self.frames.size)
+
+    @property
+    def num_skipped(self) -> int:
+        """Frames skipped so far in this process (construction + corrupt files met in ``__getitem__``)."""
+        return len(self.skipped)
+
+    def _read(self, i: int) -> tuple[int, np.ndarray]:
+        """Frame index and depth of item i (with skip_bad, a corrupt frame yields the next readable one)."""
+        for k in range(len(self)):
+            frame = int(self.frames[(i + k) % len(self)])
+            path = self.dir / self._png_name(frame)
+            try:
+                return frame, decode_depth(path)
+            except (DataFileError, FileNotFoundError) as e:
+                if not self.skip_bad:
+                    raise
+                self.skipped.append((frame, str(e)))
+                warnings.warn(f"skipping frame: {e} ({self.num_skipped} skipped so far)", stacklevel=3)
+        raise DataFileError(f"{self.dir}: no readable depth PNG among {len(self)} frames")
+
+    def __getitem__(self, i: int) -> dict:
+        return self.load(i)
+
+    def load(self, i: int, aug: AugParams | None = None) -> dict:
+        """Item i; ``aug`` forces an augmentation draw (tests), otherwise one is drawn when augmenting.
+
+        Augmentation draws come from torch's generator (seeded per DataLoader worker), so runs are
+        reproducible under ``torch.manual_seed``.
+        """
+        frame, depth = self._read(i)
+        center, cube = self._centers[frame].copy(), self._cubes[frame].copy()
+        joints = self._joints14[frame]
+        joints21 = self._joints21[frame] if self._joints21 is not None else None
+        crop, M = crop_depth_mm(depth, center, cube, self.camera, self.size)
+        premax = float(crop.max())  # before augmentation (§2.4 quirk)
+        if aug is None and self.augment:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            aug = sample_aug_params(rng, self.aug_shift, self.aug_scale, self.aug_rotation)
+        if aug is not None:
+            both = joints if joints21 is None else np.concatenate([joints, joints21])
+            res = augment_crop(crop, both, center, cube, M, self.camera, aug)
+            crop, center, cube, M = res.crop_mm, res.center_xyz, res.cube, res.M
+            n14 = len(joints)
+            joints, joints21 = res.joints_xyz[:n14], (None if joints21 is None else res.joints_xyz[n14:])
+        item = {"depth": torch.from_numpy(normalize_crop(crop, premax, center[2], cube[2]))[None],
+                "center_xyz": torch.as_tensor(center, dtype=torch.float32),
+                "cube": torch.as_tensor(cube, dtype=torch.float32),
+                "M": torch.as_tensor(M, dtype=torch.float32),
+                "index": frame}
+        item.update(self._labels(joints, center, cube, M, ""))
+        if joints21 is not None:
+            item.update(self._labels(joints21, center, cube, M, "21"))
+        return item
+
+    def _labels(self, joints: np.ndarray, center: np.ndarray, cube: np.ndarray, M: np.ndarray,
+                tag: str) -> dict:
+        xyz_n = xyz_to_norm_xyz(joints, center, cube)
+        uvd_n = uvd_to_norm_uvd(xyz_to_uvd(joints, self.camera), center, cube, M, self.size)
+        return {f"joints_xyz_norm{tag}": torch.as_tensor(xyz_n, dtype=torch.float32),
+                f"joints_uvd_norm{tag}": torch.as_tensor(uvd_n, dtype=torch.float32)}
+
+    # --- whole-split accessors (evaluation, centre checks) --------------------------------------------
+    def joints_mm(self) -> np.ndarray:
+        """(len, 14, 3) labels in mm, y down, for the selected frames."""
+        return self._joints14[self.frames].copy()
+
+    def centers_mm(self) -> np.ndarray:
+        """(len, 3) crop centres in mm, y down (before augmentation)."""
+        return self._centers[self.frames].copy()
+
+    def cubes_mm(self) -> np.ndarray:
+        """(len, 3) crop cubes in mm (before augmentation)."""
+        return self._cubes[self.frames].copy()
+
+    def file_path(self, i: int) -> Path:
+        """Depth PNG of item i."""
+        return self.dir / self._png_name(int(self.frames[i]))
+
+
+if __name__ == "__main__":  # quick look: python -m dataloader.nyu ROOT [split] [view]
+    import sys
+
+    ds = NYUDataset(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "test",
+                    int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    it = ds[0]
+    print(len(ds), {k: (tuple(v.shape) if hasattr(v, "shape") else v) for k, v in it.items()})
+    print("centre frame:", ds.center_frame, os.fspath(ds.file_path(0)))

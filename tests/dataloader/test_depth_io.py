@@ -1,0 +1,97 @@
+"""NYU file readers/writers: depth PNG codec, joint_data.mat, centre files, and their error messages."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from dataloader.depth_io import (DataFileError, decode_depth, encode_depth, load_centers, load_joint_data,
+                                 write_centers, write_depth_png, write_joint_data)
+from util.joints import NYU_JOINT_NAMES_36
+
+
+def test_depth_png_round_trip_full_uint16_range(tmp_path):
+    rng = np.random.default_rng(0)
+    depth = rng.integers(0, 65536, (48, 64)).astype(np.float32)
+    depth[0, :4] = [0, 255, 256, 65535]  # byte boundaries
+    depth[1, :2] = [2001, 731]
+    path = tmp_path / "depth_1_0000001.png"
+    write_depth_png(path, depth)
+    back = decode_depth(path)
+    assert back.dtype == np.float32 and back.shape == depth.shape
+    np.testing.assert_array_equal(back, depth)
+    # independent decode of the stored bytes: OpenCV's BGR order, green = high byte, blue = low byte, red = 0
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    np.testing.assert_array_equal(raw[..., 1] * 256 + raw[..., 0], depth.astype(np.int64))
+    assert raw[..., 2].max() == 0
+
+
+def test_encode_rounds_and_rejects_bad_depth():
+    np.testing.assert_array_equal(encode_depth(np.array([[1.4, 1.6]]))[0, :, 0], [1, 2])
+    for bad, msg in ((np.array([[-1.0]]), "lie in"), (np.array([[70000.0]]), "lie in"),
+                     (np.array([[np.nan]]), "NaN"), (np.zeros(3), r"\(H, W\)")):
+        with pytest.raises(ValueError, match=msg):
+            encode_depth(bad)
+
+
+def test_real_frame_decodes_like_the_spec(shared_dir):
+    # formats.md §6: the real test frame has no zeros, 61 % pixels at 2001 mm, the hand at 731-807 mm
+    depth = decode_depth(shared_dir / "nyu" / "sample" / "test" / "depth_1_0000001.png")
+    assert depth.shape == (480, 640) and depth.dtype == np.float32
+    assert depth.min() == 731 and depth.max() == 2001
+    assert abs((depth == 2001).mean() - 0.61) < 0.01
+
+
+def test_depth_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="depth_1_0000009.png"):
+        decode_depth(tmp_path / "depth_1_0000009.png")
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(DataFileError, match="corrupt.png"):
+        decode_depth(bad)
+    gray = tmp_path / "gray16.png"
+    cv2.imwrite(str(gray), np.full((4, 4), 700, np.uint16))
+    with pytest.raises(DataFileError, match="gray16.png.*8-bit 3-channel"):
+        decode_depth(gray)
+
+
+def test_joint_data_round_trip_and_errors(tmp_path):
+    rng = np.random.default_rng(1)
+    uvd, xyz = rng.normal(size=(3, 5, 36, 3)), rng.normal(size=(3, 5, 36, 3))
+    path = tmp_path / "joint_data.mat"
+    write_joint_data(path, uvd, xyz)
+    jd = load_joint_data(path)
+    np.testing.assert_array_equal(jd.joint_xyz, xyz)
+    np.testing.assert_array_equal(jd.joint_uvd, uvd)
+    assert jd.names == NYU_JOINT_NAMES_36 and jd.num_views == 3 and jd.num_frames == 5
+
+    truncated = tmp_path / "trunc" / "joint_data.mat"
+    truncated.parent.mkdir()
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataFileError, match=r"trunc.joint_data\.mat"):
+        load_joint_data(truncated)
+    wrong = tmp_path / "wrong.mat"
+    write_joint_data(wrong, uvd[:, :, :14], xyz[:, :, :14])
+    with pytest.raises(DataFileError, match=r"wrong\.mat.*\(views, N, 36, 3\)"):
+        load_joint_data(wrong)
+    with pytest.raises(FileNotFoundError, match="nothere.mat"):
+        load_joint_data(tmp_path / "nothere.mat")
+
+
+def test_centre_file_invalid_lines_and_errors(tmp_path):
+    c = np.array([[-133.28715515137, -12.867971420288, 761.99810791016], [np.nan] * 3, [1.5, 2.5, 900.0]])
+    path = tmp_path / "center_test_refined.txt"
+    write_centers(path, c)
+    assert path.read_text().splitlines()[1] == "invalid"
+    got, valid = load_centers(path, num_frames=3)
+    np.testing.assert_array_equal(valid, [True, False, True])
+    np.testing.assert_allclose(got[valid], c[valid], rtol=1e-13)
+
+    with pytest.raises(DataFileError, match="center_test_refined.txt: 3 centre lines.*4"):
+        load_centers(path, num_frames=4)
+    path.write_text("1 2 700\n1 2\n")
+    with pytest.raises(DataFileError, match="center_test_refined.txt, line 2"):
+        load_centers(path)
+    path.write_text("1 2 -5\n")
+    with pytest.raises(DataFileError, match="line 1.*z > 0"):
+        load_centers(path)

@@ -1,0 +1,185 @@
+"""Synthetic pre-training data: parameter sources, the endless sampler, occlusion, and batch labels that agree
+with the rendered crops and with the NYU loader's conventions."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dataloader.nyu_joints import nyu36_from_mano21
+from dataloader.synthetic import (InfiniteShuffleSampler, SyntheticParams, SyntheticRenderer,
+                                  builtin_pose_params, load_hands_params, occlusion_mask, occlusion_spheres,
+                                  param_loader, random_rotations, render_synthetic_batch)
+from render.mano_layer import ManoLayer, batch_rodrigues
+from render.mano_params import ManoParams
+from util.camera import NYU_CAMERA
+from util.geometry import crop_matrix_batch, norm_xyz_to_norm_uvd, norm_xyz_to_xyz
+from util.joints import NYU_EVAL_14
+
+CAM = NYU_CAMERA.as_tuple()
+
+
+@pytest.fixture(scope="module")
+def layer(standin_model):
+    return ManoLayer(standin_model)
+
+
+@pytest.fixture(scope="module")
+def batch(layer, standin_model):
+    params = torch.from_numpy(builtin_pose_params(standin_model.hands_coeffs, 12, seed=1))
+    return render_synthetic_batch(params, layer, CAM, 250.0, torch.Generator().manual_seed(0), occlusion=True)
+
+
+def test_hands_param_files(tmp_path):
+    rng = np.random.default_rng(0)
+    widths = {"glb": 3, "pose": 45, "shape": 10, "scale": 1, "trans": 3}
+    cols = {k: rng.normal(size=(7, w)) for k, w in widths.items()}
+    for k, a in cols.items():
+        np.savetxt(tmp_path / f"hands-{k}.txt", a, fmt="%.6f")
+    p = load_hands_params(tmp_path)
+    assert p.shape == (7, 62)
+    v = ManoParams.from_vector(torch.from_numpy(p))
+    for name, key in (("global_orient", "glb"), ("pose_pca", "pose"), ("betas", "shape"), ("scale", "scale"),
+                      ("transl", "trans")):
+        np.testing.assert_allclose(getattr(v, name).numpy(), cols[key], atol=1e-6)
+    np.savetxt(tmp_path / "hands-shape.txt", cols["shape"][:5], fmt="%.6f")
+    with pytest.raises(ValueError, match=r"hands-shape\.txt: 5 rows"):
+        load_hands_params(tmp_path)
+    np.savetxt(tmp_path / "hands-shape.txt", cols["shape"][:, :9], fmt="%.6f")
+    with pytest.raises(ValueError, match=r"hands-shape\.txt: expected 10 columns"):
+        load_hands_params(tmp_path)
+    np.savetxt(tmp_path / "hands-shape.txt", cols["shape"], fmt="%.6f")
+    (tmp_path / "hands-trans.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="hands-trans.txt"):
+        load_hands_params(tmp_path)
+
+
+def test_builtin_source_interpolates_captured_poses():
+    coeffs = np.array([[1.0] * 45, [-2.0] * 45]) * np.linspace(1, 2, 45)
+    p = builtin_pose_params(coeffs, 200, seed=0, pose_noise=0.0)
+    pose = ManoParams.from_vector(torch.from_numpy(p)).pose_pca.double().numpy()
+    t = (pose - coeffs[0]) / (coeffs[1] - coeffs[0])  # every pose on the segment between the two rows
+    assert np.allclose(t, t[:, :1], atol=1e-5) and t.min() >= -1e-6 and t.max() <= 1 + 1e-6
+    v = ManoParams.from_vector(torch.from_numpy(p))
+    assert (v.betas == 0).all() and (v.scale == 1).all() and (v.transl == 0).all()
+    noisy = builtin_pose_params(coeffs, 2000, seed=0, pose_noise=0.5)
+    resid = noisy[:, 3:48] - builtin_pose_params(coeffs, 2000, seed=0, pose_noise=0.0)[:, 3:48]
+    np.testing.assert_allclose(resid.std(0), 0.5 * coeffs.std(0), rtol=0.1)  # noise in component units
+
+
+def test_rotation_modes():
+    g = torch.Generator().manual_seed(0)
+    r = batch_rodrigues(random_rotations(6000, g, "so3").double())
+    assert r.mean(0).abs().max() < 0.03  # uniform on SO(3): E[R] = 0
+    oct_ = random_rotations(1000, g, "octant")
+    assert oct_.min() >= 0 and oct_.max() < 2 * math.pi  # official U(0, 2 pi) per component
+    assert (random_rotations(3, g, "none") == 0).all()
+    with pytest.raises(ValueError, match="rotation mode"):
+        random_rotations(3, g, "uniform")
+
+
+def test_infinite_sampler_and_param_loader():
+    s = InfiniteShuffleSampler(5, seed=3)
+    first = list(itertools.islice(iter(s), 15))
+    for k in range(3):
+        assert sorted(first[5 * k:5 * k + 5]) == list(range(5))  # every pass is a permutation
+    assert first[:5] != first[5:10] or first[5:10] != first[10:15]
+    assert first == list(itertools.islice(iter(InfiniteShuffleSampler(5, seed=3)), 15))
+    ds = SyntheticParams(np.zeros((3, 62), np.float32), cube=230.0)
+    it = iter(param_loader(ds, batch_size=2))
+    batches = [next(it) for _ in range(7)]  # beyond the 3 items
+    assert batches[-1]["params"].shape == (2, 62) and torch.all(batches[0]["cube"] == 230.0)
+    with pytest.raises(ValueError, match=r"\(N, 62\)"):
+        SyntheticParams(np.zeros((3, 61)))
+
+
+def test_batch_shapes_and_consistent_labels(batch):
+    B = 12
+    shapes = {"depth": (B, 1, 128, 128), "depth_clean": (B, 1, 128, 128), "joints_xyz_norm": (B, 14, 3),
+              "joints_uvd_norm": (B, 14, 3), "joints_xyz_norm21": (B, 21, 3), "joints_uvd_norm21": (B, 21, 3),
+              "verts_xyz_norm": (B, 779, 3), "verts_uvd_norm": (B, 779, 3), "center_xyz": (B, 3),
+              "cube": (B, 3), "M": (B, 3, 3), "params": (B, 62)}
+    for k, shp in shapes.items():
+        assert tuple(batch[k].shape) == shp and batch[k].dtype == torch.float32, k
+    c, s, M = batch["center_xyz"], batch["cube"], batch["M"]
+    np.testing.assert_allclose(M.numpy(), crop_matrix_batch(c.double().numpy(), s.double().numpy(), CAM),
+                               rtol=1e-6, atol=1e-4)  # the same crop matrix as the real loader
+    for tag in ("", "21"):  # norm-xyz and norm-uvd agree through util.geometry
+        xyz = batch[f"joints_xyz_norm{tag}"].double()
+        uvd = norm_xyz_to_norm_uvd(xyz, c.double(), s.double(), M.double(), CAM)
+        np.testing.assert_allclose(uvd.numpy(), batch[f"joints_uvd_norm{tag}"].numpy(), atol=2e-4)
+    uvd = norm_xyz_to_norm_uvd(batch["verts_xyz_norm"].double(), c.double(), s.double(), M.double(), CAM)
+    np.testing.assert_allclose(uvd.numpy(), batch["verts_uvd_norm"].numpy(), atol=2e-4)
+    # NYU-order joints are the 36-joint placement of the MANO joints
+    j14 = nyu36_from_mano21(batch["joints_xyz_norm21"].double())[:, list(NYU_EVAL_14)]
+    np.testing.assert_allclose(j14.numpy(), batch["joints_xyz_norm"].numpy(), atol=1e-5)
+    # placement: joint mean on the optical axis at 500-1200 mm, crop centre within 20 mm, cube 200-300 mm
+    mm = norm_xyz_to_xyz(batch["joints_xyz_norm21"].double(), c.double(), s.double())
+    mean = mm.mean(1)
+    assert mean[:, :2].abs().max() < 1e-2 and mean[:, 2].min() >= 500 and mean[:, 2].max() <= 1200
+    assert (c.double() - mean).abs().max() <= 20 + 1e-3
+    assert s.min() >= 200 - 1e-3 and s.max() <= 300 + 1e-3 and torch.all(s[:, :1] == s)
+    # shape noise sigma 3 on betas (built-in source: betas 0)
+    assert 2.0 < ManoParams.from_vector(batch["params"]).betas.std().item() < 4.0
+
+
+def test_joints_land_on_rendered_hand_pixels(batch):
+    clean = batch["depth_clean"][:, 0]
+    assert clean.min() >= -1 and clean.max() <= 1 and (clean == 1).float().mean() > 0.15
+    uvd = batch["joints_uvd_norm21"]
+    px = ((uvd[..., :2] + 1) * 64).round().long().clamp(0, 127)
+    val = clean[torch.arange(clean.shape[0])[:, None], px[..., 1], px[..., 0]]
+    on = val < 0.99
+    assert on[:, :16].float().mean() >= 0.95  # the 16 regressed joints lie inside the hand
+    assert on.float().mean() >= 0.85  # tips (surface vertices) may sit on the silhouette
+    gap = ((uvd[..., 2] - val) * batch["cube"][:, None, 2] / 2)[on]  # mm the surface lies in front of a joint
+    assert 0 < gap.median() < 25 and (gap > -10).float().mean() > 0.9
+
+
+def test_occlusion_spheres_and_mask(batch):
+    g = torch.Generator().manual_seed(4)
+    uvd = batch["joints_uvd_norm21"]
+    occ = occlusion_spheres(uvd, g)
+    n = occ.joint_ids.numel()
+    assert 3 <= n <= 9 and occ.joint_ids.unique().numel() == n
+    assert ((occ.centers - uvd[:, occ.joint_ids]).abs() <= 0.15 + 1e-6).all() and occ.radii.max() <= 0.3
+    depth = batch["depth_clean"]
+    mask = occlusion_mask(depth, occ).numpy()
+    # float64 loop reference with pixel centres 2 (j + 0.5) / 128 - 1 and each pixel's own depth
+    d = depth.double().numpy()[:, 0]
+    for b in (0, 5):
+        ref = np.zeros((128, 128), bool)
+        for i in range(128):
+            for j in range(0, 128, 3):
+                p = np.array([2 * (j + 0.5) / 128 - 1, 2 * (i + 0.5) / 128 - 1, d[b, i, j]])
+                ref[i, j] = np.any(np.linalg.norm(occ.centers[b].double().numpy() - p, axis=1)
+                                   < occ.radii[b].double().numpy())
+        np.testing.assert_array_equal(mask[b, 0][:, ::3], ref[:, ::3])
+    # in the batch: the occluded input differs from the clean render only by pixels set to background
+    diff = batch["depth"] != batch["depth_clean"]
+    assert diff.any() and (batch["depth"][diff] == 1).all()
+
+
+def test_deterministic_module_and_view_augmentation(layer, standin_model):
+    params = torch.from_numpy(builtin_pose_params(standin_model.hands_coeffs, 3, seed=2))
+    ren = SyntheticRenderer(layer, CAM, 250.0, occlusion=False)
+    a = ren(params, torch.Generator().manual_seed(9))
+    b = ren(params, torch.Generator().manual_seed(9))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.equal(a["depth"], a["depth_clean"])  # occlusion off
+    rotating = SyntheticRenderer(layer, CAM, 250.0, occlusion=False, view_aug="octant")
+    rot = rotating(params, torch.Generator().manual_seed(9))
+
+    def pairwise_mm(out):
+        mm = out["joints_xyz_norm21"] * out["cube"][:, None, :1] / 2
+        return torch.cdist(mm, mm)
+
+    # the view rotation turns the hand about its centre: distances between joints are kept, positions change
+    assert (pairwise_mm(a) - pairwise_mm(rot)).abs().max() < 1e-2
+    assert (a["joints_xyz_norm21"] - rot["joints_xyz_norm21"]).abs().max() > 0.05
+    with pytest.raises(ValueError, match="view_aug"):
+        render_synthetic_batch(params, layer, CAM, 250.0, view_aug="random")
