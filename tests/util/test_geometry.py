@@ -40,7 +40,7 @@ def test_crop_matrix_maps_box_to_crop_and_keeps_aspect():
     else:
         np.testing.assert_allclose((M @ [x0, y0, 1])[1], 0.0, atol=1e-9)
         np.testing.assert_allclose((M @ [x0, y1, 1])[1], 128.0, atol=1e-9)
-    Mb = g.crop_matrix_batch(torch.tensor([center_xyz]), torch.tensor([cube]), CAM)
+    Mb = g.crop_matrix_batch(torch.tensor(center_xyz[None]), torch.tensor(cube[None]), CAM)
     torch.testing.assert_close(Mb[0].double(), torch.tensor(M), atol=1e-5, rtol=0)
 
 
