@@ -6,7 +6,10 @@ Printed, as samples (frames) per second and as ratios to that reference:
 - stand-in generation (``generate_standin_nyu``; 3 rendered views, then views 2/3 as hard links), frames/s;
 - ``NYUDataset`` (train split, augmentation on) through a DataLoader with 0 and 2 workers, batch 32;
 - ``NYUDataset`` test split (no augmentation), 0 workers;
-- the synthetic renderer (``render_synthetic_batch``, built-in pose source, occlusion on), batch 32.
+- the synthetic renderer (``render_synthetic_batch``, built-in pose source, occlusion on), batch 32;
+- a training-step reference: one pre-training-like step of the two-stage network (forward with the remap
+  rendering, pixel + joint Huber losses of both stages, backward, AdamW) at batch 32, and the time the loaders
+  need for one batch as a fraction of it (the loader must never be the bottleneck).
 
 Run: ``.venv/bin/python bench/data.py [--train 128] [--test 32] [--batches 4]``.
 """
@@ -61,6 +64,7 @@ def main(argv=None) -> None:
     ap.add_argument("--train", type=int, default=128, help="stand-in training frames")
     ap.add_argument("--test", type=int, default=32, help="stand-in test frames")
     ap.add_argument("--batches", type=int, default=3, help="timed batches of 32 per loader configuration")
+    ap.add_argument("--step-width", type=float, default=0.25, help="network width of the training-step reference")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -92,6 +96,9 @@ def main(argv=None) -> None:
         rs = rate(lambda: [render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), 250.0, g)
                            for _ in range(args.batches)], 32 * args.batches)
 
+        step = train_step_seconds(args.step_width, layer, render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(),
+                                                                             250.0, g))
+
     print(f"reference: raw depth-PNG decode {ref:8.1f} frames/s (1.00)")
     rows = [("stand-in generation, 3 rendered views", gen, "frames/s"),
             ("stand-in generation, views 2/3 linked", gen_copy, "frames/s"),
@@ -101,6 +108,31 @@ def main(argv=None) -> None:
             ("synthetic batch 32 (render+occlusion)", rs, "samples/s")]
     for name, value, unit in rows:
         print(f"{name:40s} {value:8.1f} {unit:9s} ratio to PNG decode {value / ref:6.3f}")
+    print(f"training step (width {args.step_width:g}, batch 32, two stages): {step * 1e3:8.1f} ms")
+    for name, value in (("NYU loader train+aug, 2 workers", r2), ("synthetic batch 32", rs)):
+        print(f"  {name:38s} one batch = {32 / value / step:6.3f} of a training step")
+
+
+def train_step_seconds(width: float, layer: ManoLayer, batch: dict, repeat: int = 2) -> float:
+    """Seconds of one pre-training-like optimisation step of the pose network on a synthetic batch."""
+    from model import build_pose_net, decode_offsets, encode_offsets, huber
+    from render.hand_renderer import HandRenderer
+
+    net = build_pose_net(2, 21, width=width)
+    renderer = HandRenderer(layer, NYU_CAMERA.as_tuple())
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
+    clean, joints = batch["depth_clean"], batch["joints_uvd_norm21"]
+    target = encode_offsets(joints, clean)
+
+    def step():
+        out = net(batch["depth"], batch["center_xyz"], batch["cube"], renderer=renderer)
+        loss = sum(huber(s.maps, target) + 100.0 * huber(decode_offsets(s.maps, clean), joints) for s in out.stages)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    return 1.0 / rate(step, 1, repeat)
 
 
 if __name__ == "__main__":
