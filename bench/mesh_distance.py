@@ -1,6 +1,7 @@
 """Speed of the ICP point-to-triangle distances (CPU, 2 threads) against brute force in the same run.
 
-Run from the repository root: ``.venv/bin/python bench/mesh_distance.py [--batch 32] [--ref-batch 4]``.
+Run from the repository root: ``.venv/bin/python bench/mesh_distance.py [--batch 32] [--ref-batch 4]
+[--p3d-repeats 3]``.
 
 Workload of one d2m / part-aware ICP call (dsf-method §6.4): B posed stand-in MANO hands (779 vertices,
 1554 faces, norm-xyz units ≈ ±1); 2048 points per sample drawn on a slightly different pose of the same hand,
@@ -8,14 +9,19 @@ plus noise (Q_all: all faces; Q_fin: part faces only, each point labelled with a
 Timed: forward, and forward+backward of the mean, for ``point_mesh_sqdist`` and ``point_part_sqdist``
 (15 parts) with the default search (BVH on the CPU). Reference: the same calls with ``search="brute"``
 (chunked all-pairs torch) on ``--ref-batch`` samples, scaled linearly to B (its cost is exactly per sample;
-``--ref-batch 32`` measures the full size), and pytorch3d's ``point_face_distance`` when importable. Times are
-the best of ``--repeats`` runs (the least disturbed on a shared machine); speed-up = reference / ours
-(fwd+bwd).
+``--ref-batch 32`` measures the full size). Times are the best of ``--repeats`` runs (the least disturbed on
+a shared machine); speed-up = reference / ours (fwd+bwd).
+
+Second reference, when pytorch3d is importable here or installed in the separate venv ``.venv-p3d``:
+pytorch3d's ``point_face_distance`` (``min_triangle_area=0``) on the full batch, timed in that python by
+bench/p3d_distance_ref.py (same thread setting, but its CPU kernel is serial; best of ``--p3d-repeats``; one
+whole-mesh forward takes seconds), with the largest differences of its squared distances from ours.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np
 import torch
 
 from render import mesh_distance as md
@@ -32,6 +39,8 @@ from render.mano_layer import ManoLayer
 from render.standin import write_standin
 
 NORM_HALF_CUBE_MM = 125.0  # norm-xyz = (x - centre) / (cube / 2), cube 250 mm
+P3D_PYTHON = REPO / ".venv-p3d" / "bin" / "python"
+P3D_SCRIPT = REPO / "bench" / "p3d_distance_ref.py"
 
 
 def hand_batch(layer: ManoLayer, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,8 +68,8 @@ def sample_points(verts: torch.Tensor, faces: torch.Tensor, parts: list[torch.Te
     member = torch.ones(faces.shape[0], 1)
     if parts is not None:
         member = torch.zeros(faces.shape[0], len(parts))
-        for k, part in enumerate(parts):
-            member[md._face_ids(part, faces, k + 1), k] = 1.0
+        for k, ids in enumerate(md.face_ids_of_parts(parts, faces)):
+            member[ids, k] = 1.0
         area = area * (member.sum(1) > 0)
     fi = torch.multinomial(area, n, replacement=True, generator=gen)  # (B, n)
     w = torch.rand(*fi.shape, 2, generator=gen)
@@ -94,12 +103,35 @@ def timed(fn, pts: torch.Tensor, verts: torch.Tensor, repeats: int) -> tuple[flo
     return best_ms(fwd, repeats), best_ms(fwd_bwd, repeats)
 
 
+def pytorch3d_python() -> str | None:
+    """A python that can import pytorch3d: this one, else the separate venv's, else None."""
+    if importlib.util.find_spec("pytorch3d") is not None:
+        return sys.executable
+    return str(P3D_PYTHON) if P3D_PYTHON.exists() else None
+
+
+def run_pytorch3d(python: str, verts: torch.Tensor, faces: torch.Tensor, q_all: torch.Tensor,
+                  q_fin: torch.Tensor, parts: list[torch.Tensor], labels: torch.Tensor,
+                  repeats: int) -> dict[str, np.ndarray]:
+    """bench/p3d_distance_ref.py on the batch: whole mesh on ``q_all``, per part on ``q_fin``."""
+    ids = md.face_ids_of_parts(parts, faces)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, points=q_all.numpy(), verts=verts.numpy(), faces=faces.numpy(),
+                 weights=np.ones(q_all.shape[:2], np.float32), part_ids=torch.cat(ids).numpy(),
+                 part_sizes=np.array([len(x) for x in ids]), labels=labels.numpy(), part_points=q_fin.numpy())
+        subprocess.run([python, str(P3D_SCRIPT), str(src), str(dst), "--repeat", str(repeats), "--threads",
+                        str(torch.get_num_threads())], cwd=REPO, check=True)
+        return dict(np.load(dst))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--points", type=int, default=2048)
     parser.add_argument("--ref-batch", type=int, default=4, help="samples the brute-force reference runs on")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--p3d-repeats", type=int, default=3, help="timed pytorch3d runs (0: skip pytorch3d)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     gen = torch.Generator().manual_seed(0)
@@ -114,28 +146,45 @@ def main(argv: list[str] | None = None) -> None:
     print(f"B={args.batch} P={args.points} F={faces.shape[0]} parts={len(parts)}, float32, "
           f"{torch.get_num_threads()} threads; brute-force reference on {nb} samples x {args.batch / nb:g}")
 
-    def whole(search: str, backend: str):
-        return lambda p, v: md.point_mesh_sqdist(p, v, faces, search=search, backend=backend)
+    def whole(search: str):
+        return lambda p, v: md.point_mesh_sqdist(p, v, faces, search=search)
 
-    def per_part(search: str, backend: str):  # labels cut to the batch of the points
-        return lambda p, v: md.point_part_sqdist(p, v, faces, parts, labels[:len(p)], search=search,
-                                                 backend=backend)
+    def per_part(search: str):  # labels cut to the batch of the points
+        return lambda p, v: md.point_part_sqdist(p, v, faces, parts, labels[:len(p)], search=search)
 
-    have_p3d = importlib.util.find_spec("pytorch3d") is not None
-    print(f"{'call':<15}{'ours fwd':>10}{'fwd+bwd':>10}{'brute fwd+bwd':>15}{'speed-up':>10}"
-          + (f"{'pytorch3d':>12}{'speed-up':>10}" if have_p3d else ""))
-    for name, pts, make in (("whole mesh", q_all, whole), ("per part (15)", q_fin, per_part)):
-        fwd, both = timed(make("auto", "torch"), pts, verts, args.repeats)
-        _, ref = timed(make("brute", "torch"), pts[:nb], verts[:nb], max(1, args.repeats // 4))
+    print(f"{'call':<15}{'ours fwd':>10}{'fwd+bwd':>10}{'brute fwd+bwd':>15}{'speed-up':>10}")
+    ours = {}
+    for name, pts, make in (("mesh", q_all, whole), ("part", q_fin, per_part)):
+        fwd, both = timed(make("auto"), pts, verts, args.repeats)
+        _, ref = timed(make("brute"), pts[:nb], verts[:nb], max(1, args.repeats // 4))
         ref *= args.batch / nb
         # sanity: both searches give the same distances on the reference samples
-        torch.testing.assert_close(make("auto", "torch")(pts[:nb], verts[:nb]),
-                                   make("brute", "torch")(pts[:nb], verts[:nb]), rtol=1e-4, atol=1e-6)
-        row = f"{name:<15}{fwd:>8.1f}ms{both:>8.1f}ms{ref:>13.1f}ms{ref / both:>9.1f}x"
-        if have_p3d:
-            _, p3d = timed(make("auto", "pytorch3d"), pts, verts, args.repeats)
-            row += f"{p3d:>10.1f}ms{p3d / both:>9.1f}x"
-        print(row)
+        torch.testing.assert_close(make("auto")(pts[:nb], verts[:nb]), make("brute")(pts[:nb], verts[:nb]),
+                                   rtol=1e-4, atol=1e-6)
+        label = "whole mesh" if name == "mesh" else f"per part ({len(parts)})"
+        print(f"{label:<15}{fwd:>8.1f}ms{both:>8.1f}ms{ref:>13.1f}ms{ref / both:>9.1f}x")
+        with torch.no_grad():
+            ours[name] = (fwd, both, make("auto")(pts, verts).numpy())
+
+    python = pytorch3d_python() if args.p3d_repeats > 0 else None
+    if python is None:
+        print("pytorch3d: skipped (" + ("--p3d-repeats 0" if args.p3d_repeats <= 0 else
+                                         "not importable here and no .venv-p3d") + ")")
+        return
+    p3d = run_pytorch3d(python, verts, faces, q_all, q_fin, parts, labels, args.p3d_repeats)
+    print(f"pytorch3d point_face_distance (min_triangle_area=0; {python}), full batch, best of "
+          f"{args.p3d_repeats}; ratio = pytorch3d / ours")
+    # relative differences only where d > 1e-4 (1.25 mm): closer in, float32 cancellation dominates both
+    print(f"{'call':<15}{'p3d fwd':>10}{'fwd+bwd':>10}{'fwd ratio':>11}{'fwd+bwd ratio':>15}{'max|Δd|':>10}"
+          f"{'max rel (d>1e-4)':>18}")
+    for name, (fwd, both, d) in ours.items():
+        p_fwd, p_both = 1e3 * float(p3d[f"{name}_t_fwd_s"]), 1e3 * float(p3d[f"{name}_t_fwdbwd_s"])
+        ref = p3d[f"{name}_sqdist"]
+        off = ref > 1e-4
+        diff, rel = np.abs(d - ref).max(), (np.abs(d - ref)[off] / ref[off]).max()
+        label = "whole mesh" if name == "mesh" else f"per part ({len(parts)})"
+        print(f"{label:<15}{p_fwd:>8.0f}ms{p_both:>8.0f}ms{p_fwd / fwd:>10.1f}x{p_both / both:>14.1f}x"
+              f"{diff:>10.1e}{rel:>18.1e}")
 
 
 if __name__ == "__main__":

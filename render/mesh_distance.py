@@ -9,11 +9,11 @@ units).
 
 Two steps:
 1. **Selection** (no gradient) of each point's nearest face. ``search="bvh"`` (default on CPU): a bounding
-   volume hierarchy per mesh, built and walked by numba in float64; a subtree is skipped only when the
-   distance to its box, a lower bound for all its faces, is no smaller than the best so far, so the result
-   equals brute force up to exact ties. Part queries walk the same tree: faces and nodes carry bit masks of
-   the parts they belong to. ``search="brute"`` (default on CUDA, where numba is not used): all point-face
-   pairs in torch, in chunks of at most ``chunk_pairs`` pairs, in the input dtype.
+   volume hierarchy per mesh, built and walked by numba in float64 (:mod:`render.mesh_bvh`); it equals brute
+   force up to exact ties. Part queries walk the same tree: faces and nodes carry bit masks of the parts they
+   belong to. ``search="brute"`` (default on CUDA, where numba is not used, and where numba is not installed,
+   e.g. in the separate pytorch3d venv): all point-face pairs in torch, in chunks of at most ``chunk_pairs``
+   pairs, in the input dtype.
 2. **Distance** (differentiable, torch, input dtype) to the chosen face via the closest point q = Σ w_i v_i.
    The bvh kernel returns w (float64: the plane projection if inside, else the nearest edge point); otherwise
    w comes from Ericson's region formula in torch (Real-Time Collision Detection §5.1.5, 7 Voronoi regions),
@@ -28,29 +28,27 @@ Two steps:
 from __future__ import annotations
 
 import inspect
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-import numba as nb
-import numpy as np
 import torch
 from torch import Tensor
 
-_LEAF_SIZE = 4  # faces per BVH leaf
-_STACK_SIZE = 64  # traversal stack; a median-split tree over F faces is about log2(F / 4) + 1 deep
+try:
+    from render import mesh_bvh
+except ModuleNotFoundError as _err:  # numba missing (e.g. the separate pytorch3d venv): brute force only
+    if _err.name != "numba":
+        raise
+    mesh_bvh, _NO_BVH = None, str(_err)
+
 _MAX_PARTS = 62  # part bits in an int64 (bit 0 = whole mesh)
 _DEFAULT_CHUNK_PAIRS = {"cpu": 1 << 17, "cuda": 1 << 24}  # point-face pairs per brute-force chunk
-# per-face constants of the selection distance: a (0:3), ab (3:6), ac (6:9), |ab|², |ac|², ab·ac, |bc|², then
-# the inverses of det = |ab|²|ac|² − (ab·ac)² (0 for a (near-)degenerate triangle), |ab|², |ac|², |bc|²
-# (0 for a zero length)
-_N_CONST = 17
 
 
 # ------------------------------------------------------------------------------------------------------------
-# selection distance: plane projection if inside, else nearest edge point (numba and torch brute force)
+# nearest-face selection: plane projection if inside, else nearest edge point (numba BVH or torch brute)
 # ------------------------------------------------------------------------------------------------------------
 def _face_constants(tri: Tensor) -> Tensor:
-    """(..., F, 3, 3) triangles -> (..., F, 17) constants (see ``_N_CONST``)."""
+    """(..., F, 3, 3) triangles -> (..., F, 17) per-face constants (layout: render/mesh_bvh.py docstring)."""
     a, b, c = tri.unbind(-2)
     ab, ac, bc = b - a, c - a, c - b
     ab2, ac2, abac, bc2 = _dot(ab, ab), _dot(ac, ac), _dot(ab, ac), _dot(bc, bc)
@@ -62,33 +60,8 @@ def _face_constants(tri: Tensor) -> Tensor:
     return torch.cat([a, ab, ac, torch.stack([ab2, ac2, abac, bc2] + inv, -1)], -1)
 
 
-@nb.njit(cache=True, inline="always")
-def _face_closest(px, py, pz, k):
-    """(squared distance, barycentric weights u, v, w) of the point of face k (constants) closest to p."""
-    apx, apy, apz = px - k[0], py - k[1], pz - k[2]
-    ap2 = apx * apx + apy * apy + apz * apz
-    d1 = apx * k[3] + apy * k[4] + apz * k[5]  # ab·ap
-    d2 = apx * k[6] + apy * k[7] + apz * k[8]  # ac·ap
-    ab2, ac2, abac, bc2 = k[9], k[10], k[11], k[12]
-    v, w = (ac2 * d1 - abac * d2) * k[13], (ab2 * d2 - abac * d1) * k[13]
-    if k[13] > 0.0 and v >= 0.0 and w >= 0.0 and v + w <= 1.0:
-        return max(ap2 - v * d1 - w * d2, 0.0), 1.0 - v - w, v, w
-    t = min(max(d1 * k[14], 0.0), 1.0)  # edge ab
-    best, u, v, w = ap2 - t * (2.0 * d1 - t * ab2), 1.0 - t, t, 0.0
-    t = min(max(d2 * k[15], 0.0), 1.0)  # edge ac
-    d = ap2 - t * (2.0 * d2 - t * ac2)
-    if d < best:
-        best, u, v, w = d, 1.0 - t, 0.0, t
-    e = d2 - d1 - abac + ab2  # edge bc; e = bc·bp
-    t = min(max(e * k[16], 0.0), 1.0)
-    d = ap2 - 2.0 * d1 + ab2 - t * (2.0 * e - t * bc2)
-    if d < best:
-        best, u, v, w = d, 0.0, 1.0 - t, t
-    return max(best, 0.0), u, v, w
-
-
 def _pair_sqdist(p: Tensor, k: Tensor) -> Tensor:
-    """``_face_closest``'s distance for all pairs: p (..., N, 3), k (..., F, 17) -> (..., N, F)."""
+    """``mesh_bvh.face_closest``'s distance for all pairs: p (..., N, 3), k (..., F, 17) -> (..., N, F)."""
     k = k.unsqueeze(-3)  # (..., 1, F, 17)
     ab2, ac2, abac, bc2, inv_det, inv_ab2, inv_ac2, inv_bc2 = k[..., 9:].unbind(-1)
     ap = [p[..., None, i] - k[..., i] for i in range(3)]
@@ -109,124 +82,17 @@ def _pair_sqdist(p: Tensor, k: Tensor) -> Tensor:
     return torch.where(inside, plane, best).clamp_min_(0)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# numba BVH (float64): build per mesh, nearest allowed face per point
-# ------------------------------------------------------------------------------------------------------------
-@nb.njit(cache=True, inline="always")
-def _box_sq(px, py, pz, lo, hi):
-    gx = max(lo[0] - px, px - hi[0], 0.0)
-    gy = max(lo[1] - py, py - hi[1], 0.0)
-    gz = max(lo[2] - pz, pz - hi[2], 0.0)
-    return gx * gx + gy * gy + gz * gz
-
-
-@nb.njit(cache=True)
-def _build(tri, face_bits, order, lo, hi, first, count, bits):
-    """Median-split BVH over the faces ``tri`` (F, 3, 3) of one mesh; fills ``order`` (faces in leaf order)
-    and the node arrays (internal node n: children first[n] and first[n] + 1, count[n] = 0; leaf: count[n]
-    faces from order[first[n]])."""
-    n_f = tri.shape[0]
-    cen = np.empty((n_f, 3))
-    for f in range(n_f):
-        for i in range(3):
-            cen[f, i] = (tri[f, 0, i] + tri[f, 1, i] + tri[f, 2, i]) / 3.0
-        order[f] = f
-    st_node, st_s, st_e = np.empty(n_f, np.int64), np.empty(n_f, np.int64), np.empty(n_f, np.int64)
-    st_node[0], st_s[0], st_e[0] = 0, 0, n_f
-    sp, n_nodes = 1, 1
-    while sp > 0:
-        sp -= 1
-        node, s, e = st_node[sp], st_s[sp], st_e[sp]
-        clo, chi = np.full(3, np.inf), np.full(3, -np.inf)
-        lo[node], hi[node], bits[node] = np.inf, -np.inf, 0
-        for j in range(s, e):
-            f = order[j]
-            bits[node] |= face_bits[f]
-            for i in range(3):
-                lo[node, i] = min(lo[node, i], tri[f, 0, i], tri[f, 1, i], tri[f, 2, i])
-                hi[node, i] = max(hi[node, i], tri[f, 0, i], tri[f, 1, i], tri[f, 2, i])
-                clo[i], chi[i] = min(clo[i], cen[f, i]), max(chi[i], cen[f, i])
-        if e - s <= _LEAF_SIZE:
-            first[node], count[node] = s, e - s
-            continue
-        axis = np.argmax(chi - clo)
-        if chi[axis] > clo[axis]:  # else all centroids coincide and any split is as good
-            sub = order[s:e].copy()
-            order[s:e] = sub[np.argsort(cen[sub, axis], kind="mergesort")]
-        mid = (s + e) // 2
-        first[node], count[node] = n_nodes, 0
-        st_node[sp], st_s[sp], st_e[sp] = n_nodes, s, mid
-        st_node[sp + 1], st_s[sp + 1], st_e[sp + 1] = n_nodes + 1, mid, e
-        sp, n_nodes = sp + 2, n_nodes + 2
-
-
-@nb.njit(cache=True, nogil=True)
-def _nearest_bvh(points, qbits, tri, const, face_bits, out, weights):
-    """out[b, p] = the nearest face among those with ``face_bits & qbits[b, p] != 0`` (-1 where qbits is 0),
-    weights[b, p] (3,) = barycentric weights of the closest point on it.
-
-    points (B, P, 3), qbits (B, P), tri (B, F, 3, 3), const (B, F, 17), face_bits (F,), all float64 / int64.
-    Serial and GIL-free: the caller runs batch slices in threads (``parallel=True`` triples the JIT time)."""
-    n_b, n_p, n_f = points.shape[0], points.shape[1], tri.shape[1]
-    order = np.empty(n_f, np.int64)
-    lo, hi = np.empty((2 * n_f, 3)), np.empty((2 * n_f, 3))
-    first, count, bits = np.empty(2 * n_f, np.int64), np.empty(2 * n_f, np.int64), np.empty(2 * n_f, np.int64)
-    leaf_const, leaf_bits = np.empty((n_f, _N_CONST)), np.empty(n_f, np.int64)
-    stack, bound = np.empty(_STACK_SIZE, np.int64), np.empty(_STACK_SIZE)
-    for b in range(n_b):
-        _build(tri[b], face_bits, order, lo, hi, first, count, bits)
-        for j in range(n_f):  # faces in leaf order: contiguous reads in the query
-            leaf_const[j], leaf_bits[j] = const[b, order[j]], face_bits[order[j]]
-        for p in range(n_p):
-            q = qbits[b, p]
-            out[b, p] = -1
-            if q == 0:
-                continue
-            px, py, pz = points[b, p, 0], points[b, p, 1], points[b, p, 2]
-            best = np.inf
-            stack[0], bound[0], sp = 0, 0.0, 1
-            while sp > 0:
-                sp -= 1
-                node = stack[sp]
-                if bound[sp] >= best:
-                    continue
-                if count[node] > 0:  # leaf
-                    for j in range(first[node], first[node] + count[node]):
-                        if leaf_bits[j] & q:
-                            d = _face_closest(px, py, pz, leaf_const[j])[0]
-                            if d < best:
-                                best, out[b, p] = d, order[j]
-                    continue
-                c0 = first[node]
-                d0, d1 = _box_sq(px, py, pz, lo[c0], hi[c0]), _box_sq(px, py, pz, lo[c0 + 1], hi[c0 + 1])
-                near, far, dn, df = (c0, c0 + 1, d0, d1) if d0 <= d1 else (c0 + 1, c0, d1, d0)
-                if df < best and bits[far] & q:  # pushed first, popped after the nearer child
-                    stack[sp], bound[sp], sp = far, df, sp + 1
-                if dn < best and bits[near] & q:
-                    stack[sp], bound[sp], sp = near, dn, sp + 1
-            if out[b, p] < 0:  # only with non-finite input, which the callers reject
-                continue
-            kb = const[b, out[b, p]]
-            _, weights[b, p, 0], weights[b, p, 1], weights[b, p, 2] = _face_closest(px, py, pz, kb)
-
-
 def _select_bvh(points: Tensor, tri: Tensor, face_bits: Tensor, qbits: Tensor) -> tuple[Tensor, Tensor]:
-    """``_nearest_bvh`` on batch slices in ``torch.get_num_threads()`` threads -> ids (B, P) and weights
-    (B, P, 3) in the dtype of ``points``."""
-    # contiguous float64 / int64 arrays: one compiled specialisation of the kernel (and of its disk cache)
-    pts, tri64 = points.to("cpu", torch.float64).contiguous(), tri.to("cpu", torch.float64).contiguous()
-    const = _face_constants(tri64).numpy()
-    pts, tri64, fb, qb = pts.numpy(), tri64.numpy(), face_bits.cpu().numpy(), qbits.cpu().contiguous().numpy()
-    out, weights = np.empty(qb.shape, np.int64), np.zeros((*qb.shape, 3))
-    n_jobs = max(1, min(len(pts), torch.get_num_threads()))
-    edges = np.linspace(0, len(pts), n_jobs + 1).astype(int)
-
-    def run(s: slice) -> None:
-        _nearest_bvh(pts[s], qb[s], tri64[s], const[s], fb, out[s], weights[s])
-
-    with ThreadPoolExecutor(n_jobs) as pool:
-        list(pool.map(run, [slice(e0, e1) for e0, e1 in zip(edges[:-1], edges[1:])]))
-    return torch.from_numpy(out).to(points.device), torch.from_numpy(weights).to(points.device, points.dtype)
+    """:func:`render.mesh_bvh.nearest_faces_bvh` in ``torch.get_num_threads()`` threads -> ids (B, P) and
+    weights (B, P, 3) in the dtype of ``points``."""
+    if mesh_bvh is None:
+        raise ImportError(f"search='bvh' needs numba, which is not importable here ({_NO_BVH}); use "
+                          "search='brute' or 'auto'")
+    tri64 = tri.to("cpu", torch.float64)
+    ids, weights = mesh_bvh.nearest_faces_bvh(points.to("cpu", torch.float64).numpy(), qbits.cpu().numpy(),
+                                              tri64.numpy(), _face_constants(tri64).numpy(),
+                                              face_bits.cpu().numpy(), torch.get_num_threads())
+    return torch.from_numpy(ids).to(points.device), torch.from_numpy(weights).to(points.device, points.dtype)
 
 
 def _select_brute(points: Tensor, tri: Tensor, face_bits: Tensor, qbits: Tensor, chunk_pairs: int) -> Tensor:
@@ -349,27 +215,39 @@ def _check_inputs(points: Tensor, verts: Tensor, faces: Tensor) -> None:
         raise ValueError("points and verts must be finite (found NaN or inf)")
 
 
-def _face_ids(part: Tensor, faces: Tensor, k: int) -> Tensor:
-    """Part k as face ids: given as ids (F_k,) or as rows of ``faces`` (F_k, 3) (``ManoLayer.part_faces``)."""
-    part = torch.as_tensor(part, device=faces.device)
-    if part.is_floating_point() or part.numel() == 0 or not (part.ndim == 1 or part.shape[-1:] == (3,)):
-        raise ValueError(f"part {k}: expected a non-empty integer tensor of face ids (F_k,) or of faces "
-                         f"(F_k, 3), got {part.dtype} {tuple(part.shape)}")
-    if part.ndim == 1:
-        if int(part.min()) < 0 or int(part.max()) >= faces.shape[0]:
-            raise ValueError(f"part {k}: face ids must lie in [0, {faces.shape[0]}), got [{int(part.min())}, "
-                             f"{int(part.max())}]")
-        return part.long()
-    n = int(max(faces.max(), part.max())) + 1  # one integer key per ordered vertex triple
+def face_ids_of_parts(part_faces: Sequence[Tensor], faces: Tensor) -> list[Tensor]:
+    """Parts as face ids.
+
+    Args:
+        part_faces: K integer tensors, each as face ids (F_k,) or as faces (F_k, 3) that are rows of ``faces``
+            (``ManoLayer.part_faces``).
+        faces: (F, 3) integer vertex ids.
+    Returns:
+        K int64 tensors (F_k,) of row indices into ``faces``; ValueError naming a malformed part.
+    """
+    n = int(faces.max()) + 1  # one integer key per ordered vertex triple
 
     def key(f: Tensor) -> Tensor:
         return (f[:, 0].long() * n + f[:, 1].long()) * n + f[:, 2].long()
 
     sorted_keys, order = torch.sort(key(faces))
-    pos = torch.searchsorted(sorted_keys, key(part)).clamp_max(len(sorted_keys) - 1)
-    if not bool((sorted_keys[pos] == key(part)).all()):
-        raise ValueError(f"part {k}: some of its (F_k, 3) faces are not rows of faces")
-    return order[pos]
+    out = []
+    for k, part in enumerate(part_faces, start=1):
+        part = torch.as_tensor(part, device=faces.device)
+        if part.is_floating_point() or part.numel() == 0 or not (part.ndim == 1 or part.shape[-1:] == (3,)):
+            raise ValueError(f"part {k}: expected a non-empty integer tensor of face ids (F_k,) or of faces "
+                             f"(F_k, 3), got {part.dtype} {tuple(part.shape)}")
+        lo, hi = int(part.min()), int(part.max())
+        if part.ndim == 1 and not (0 <= lo and hi < faces.shape[0]):
+            raise ValueError(f"part {k}: face ids must lie in [0, {faces.shape[0]}), got [{lo}, {hi}]")
+        if part.ndim == 1:
+            out.append(part.long())
+            continue
+        pos = torch.searchsorted(sorted_keys, key(part)).clamp_max(len(sorted_keys) - 1)
+        if lo < 0 or hi >= n or not bool((sorted_keys[pos] == key(part)).all()):
+            raise ValueError(f"part {k}: some of its (F_k, 3) faces are not rows of faces")
+        out.append(order[pos])
+    return out
 
 
 def _part_bits(part_faces: Sequence[Tensor], faces: Tensor) -> Tensor:
@@ -377,8 +255,8 @@ def _part_bits(part_faces: Sequence[Tensor], faces: Tensor) -> Tensor:
     if not 1 <= len(part_faces) <= _MAX_PARTS:
         raise ValueError(f"expected 1..{_MAX_PARTS} part face sets, got {len(part_faces)}")
     bits = torch.ones(faces.shape[0], dtype=torch.long, device=faces.device)
-    for k, part in enumerate(part_faces, start=1):
-        bits[_face_ids(part, faces, k)] |= 1 << k
+    for k, ids in enumerate(face_ids_of_parts(part_faces, faces), start=1):
+        bits[ids] |= 1 << k
     return bits
 
 
@@ -404,7 +282,7 @@ def nearest_faces(points: Tensor, verts: Tensor, faces: Tensor, part_faces: Sequ
         part_faces, labels: optional, together: K parts (as in :func:`point_part_sqdist`) and labels (B, P) in
             0..K; a point labelled k ≥ 1 is matched against part k only, a point labelled 0 gets -1.
         search: "bvh" (numba tree, float64, on the CPU; CUDA inputs make a round trip), "brute" (all pairs in
-            torch, input dtype) or "auto" (bvh for CPU tensors, brute otherwise).
+            torch, input dtype) or "auto" (bvh for CPU tensors when numba is importable, brute otherwise).
         chunk_pairs: point-face pairs per brute-force chunk (memory bound); default 2**17 CPU, else 2**24.
     Returns:
         (B, P) int64 face ids (-1 for label 0) on the device of ``points``.
@@ -427,7 +305,7 @@ def _nearest(points: Tensor, verts: Tensor, faces: Tensor, part_faces: Sequence[
     else:
         face_bits, qbits = _part_bits(part_faces, faces), _label_bits(labels, points, len(part_faces))
     tri = verts.detach()[:, faces]  # (B, F, 3, 3)
-    if search == "bvh" or (search == "auto" and points.device.type == "cpu"):
+    if search == "bvh" or (search == "auto" and points.device.type == "cpu" and mesh_bvh is not None):
         return _select_bvh(points.detach(), tri, face_bits, qbits)
     if chunk_pairs is None:
         chunk_pairs = _DEFAULT_CHUNK_PAIRS.get(points.device.type, _DEFAULT_CHUNK_PAIRS["cuda"])
@@ -481,8 +359,7 @@ def point_part_sqdist(points: Tensor, verts: Tensor, faces: Tensor, part_faces: 
         _label_bits(labels, points, len(part_faces))  # validation
         labels = labels.to(points.device)
         out = torch.zeros(points.shape[:2], dtype=points.dtype, device=points.device)
-        for k, part in enumerate(part_faces, start=1):
-            ids = _face_ids(part, faces, k)
+        for k, ids in enumerate(face_ids_of_parts(part_faces, faces), start=1):
             mask = labels == k
             if bool(mask.any()):
                 out = out + _p3d_sqdist(points, verts, faces[ids], mask)
