@@ -72,6 +72,8 @@ def load_predictions(path: str | Path, num_frames: int | None = None) -> np.ndar
         FileNotFoundError: missing file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PredictionFormatError(path, None, f"a directory; expected a text file with {_EXPECTED}")
     raw = path.read_bytes()
     try:
         text = raw.decode("ascii")
@@ -302,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise PredictionFormatError(
                     p, None, f"{len(pred)} lines (frames), but the ground truth {args.gt} has {len(gt)}")
             scores.append(evaluate_nyu(pred, gt, split=args.split))
-    except (PredictionFormatError, FileNotFoundError, ValueError) as err:
+    except (PredictionFormatError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_table(names, scores))

@@ -244,3 +244,11 @@ def test_cli_subset_split_and_errors(tmp_path, gt_uvd, capsys):
     assert "nan.txt, line 1: column 1 (Pinky.T u) is 'NaN'" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.txt"), "--gt", str(gt)]) == 2
     assert "missing.txt" in capsys.readouterr().err
+
+
+def test_directory_instead_of_file_is_a_clear_error(tmp_path):
+    from util.evaluate import PredictionFormatError, load_predictions, main
+
+    with pytest.raises(PredictionFormatError, match="a directory"):
+        load_predictions(tmp_path)
+    assert main([str(tmp_path), "--gt", str(tmp_path)]) == 2
