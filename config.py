@@ -52,9 +52,12 @@ class Config:
     output_dir: str = "checkpoint"  # runs are written to <output_dir>/<dataset>/<run_name>
     run_name: str = ""  # "" = derived from phase/stage/width
     demo_dir: str = "data/demo"  # where the demo's stand-in assets are generated on first use
+    demo_train_frames: int = 256  # size of the generated stand-in NYU tree (per split, per view)
+    demo_test_frames: int = 64
 
     # --- data and crop -----------------------------------------------------------------------------------
     view: int = 1  # Kinect view (1 = front; the benchmark view)
+    camera_intrinsics: tuple = ()  # (fx, fy, cx, cy) override; empty = the dataset's sensor (util/camera.py)
     input_size: int = 128  # crop size in pixels
     cube_size: float = 0.0  # crop cube edge in mm; 0 = dataset default (NYU 250)
     test_cube_split: int = 2440  # NYU test frames >= this use cube * test_cube_scale ...
@@ -68,6 +71,7 @@ class Config:
     skip_bad: bool = False  # skip missing / corrupt frames with a warning instead of stopping
 
     # --- synthetic data (pre-training and the synthetic half of fine-tuning) -----------------------------
+    synth_depth: tuple = ()  # (min, max) hand distance in mm; empty = dataset default (NYU 500-1200)
     synth_shape_noise: float = 3.0  # std of the beta noise added to file shapes
     synth_center_jitter: float = 20.0  # crop centre jitter, mm per axis
     synth_cube_jitter: float = 0.2  # cube scale factor U(1 - j, 1 + j)
@@ -128,7 +132,9 @@ class Config:
     # --- derived values (computed, never stored) ---------------------------------------------------------
     @property
     def camera(self) -> tuple[float, float, float, float]:
-        """(fx, fy, cx, cy) of the dataset's sensor."""
+        """(fx, fy, cx, cy) of the dataset's sensor (or the ``camera_intrinsics`` override)."""
+        if self.camera_intrinsics:
+            return tuple(float(c) for c in self.camera_intrinsics)
         return CAMERAS[self.dataset].as_tuple()
 
     @property
@@ -144,6 +150,9 @@ class Config:
 
     @property
     def synth_depth_range(self) -> tuple[float, float]:
+        """(min, max) distance of synthetic hands in mm."""
+        if self.synth_depth:
+            return (float(self.synth_depth[0]), float(self.synth_depth[1]))
         return SYNTH_DEPTH_RANGES[self.dataset]
 
     @property
@@ -169,6 +178,10 @@ class Config:
         for key in ("batch_size", "input_size", "feature_size", "max_epoch", "num_points"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)!r}")
+        if self.camera_intrinsics and len(self.camera_intrinsics) != 4:
+            raise ConfigError(f"camera_intrinsics must be 4 numbers (fx, fy, cx, cy), got {self.camera_intrinsics!r}")
+        if self.synth_depth and not (len(self.synth_depth) == 2 and 0 < self.synth_depth[0] < self.synth_depth[1]):
+            raise ConfigError(f"synth_depth must be (min, max) mm with 0 < min < max, got {self.synth_depth!r}")
         if self.device not in ("", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be '', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
@@ -244,6 +257,8 @@ def _parse_value(key: str, text: str, default: Any) -> Any:
 
 
 def _split_args(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """``key=value``, ``--key=value``, ``--key value``, and a bare ``--flag`` for boolean keys."""
+    bools = {f.name for f in dataclasses.fields(Config) if isinstance(f.default, bool)}
     pairs: list[tuple[str, str]] = []
     i = 0
     argv = list(argv)
@@ -252,6 +267,10 @@ def _split_args(argv: Sequence[str]) -> list[tuple[str, str]]:
         body = arg[2:] if arg.startswith("--") else arg
         if "=" in body:
             key, value = body.split("=", 1)
+        elif arg.startswith("--") and body.replace("-", "_") in bools and (
+                i + 1 == len(argv) or argv[i + 1].startswith("--")
+                or argv[i + 1].strip().lower() not in _TRUE | _FALSE):
+            key, value = body, "true"
         elif arg.startswith("--") and i + 1 < len(argv):
             key, value = body, argv[i + 1]
             i += 1

@@ -52,7 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(cfg.summary())
     print(f"run folder: {out} (resolved config in config.json); device: {resolve_device(cfg)}")
     if cfg.demo:
-        run_demo(cfg, out, resolve_device(cfg))
+        try:
+            run_demo(cfg, out, resolve_device(cfg))
+        except (ImportError, FileNotFoundError) as err:  # e.g. renderer=pytorch3d not installed: one message
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
     print("error: the training / test loops are not implemented yet in this version; run with demo=true to "
           "exercise the data -> network -> evaluation pipeline on stand-in assets.", file=sys.stderr)
@@ -62,9 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ------------------------------------------------------------------------------------------------------
 # demo: the whole data -> network -> rendering -> evaluation pipeline once, on generated stand-in assets
 # ------------------------------------------------------------------------------------------------------
-DEMO_TRAIN_FRAMES, DEMO_TEST_FRAMES = 256, 64
-
-
 def ensure_demo_assets(cfg: Config) -> tuple[str, str]:
     """Generate (first use only) the stand-in MANO model and NYU-format tree; return their paths."""
     from dataloader.standin_nyu import ensure_standin_nyu
@@ -77,7 +78,7 @@ def ensure_demo_assets(cfg: Config) -> tuple[str, str]:
         write_standin(mano_path)
     tree = os.path.join(cfg.demo_dir, "nyu")
     print(f"stand-in NYU tree: {tree} (generated on first use)")
-    ensure_standin_nyu(tree, DEMO_TRAIN_FRAMES, DEMO_TEST_FRAMES, seed=cfg.seed, mano_path=mano_path,
+    ensure_standin_nyu(tree, cfg.demo_train_frames, cfg.demo_test_frames, seed=cfg.seed, mano_path=mano_path,
                        views=3, view_mode="copy")
     return mano_path, tree
 

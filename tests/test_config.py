@@ -53,3 +53,15 @@ def test_resolved_config_json(tmp_path):
     data = json.loads(path.read_text())
     assert data["width"] == 0.25 and data["_derived"]["cube"] == 250.0
     assert "[default: 1.0]" in cfg.summary()
+
+
+def test_bare_boolean_flag_and_dataset_overrides():
+    cfg = load_config(["--demo", "--seed", "1"])
+    assert cfg.demo is True and cfg.seed == 1
+    cfg = load_config(["camera_intrinsics=500,501,160,120", "synth_depth=300,600"])
+    assert cfg.camera == (500.0, 501.0, 160.0, 120.0) and cfg.synth_depth_range == (300.0, 600.0)
+    assert load_config(["dataset=icvl"]).camera == (240.99, 240.96, 160.0, 120.0)
+    with pytest.raises(ConfigError, match="camera_intrinsics must be 4 numbers"):
+        load_config(["camera_intrinsics=1,2,3"])
+    with pytest.raises(ConfigError, match="synth_depth"):
+        load_config(["synth_depth=600,300"])
