@@ -19,16 +19,20 @@ The renderer is *not* part of the module (its MANO buffers would otherwise appea
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from model.checkpoint import as_state_dict, check_state_dict, read_checkpoint
 from model.offsets import OFFSET_KERNEL, encode_offsets
 from model.prediction import PosePrediction, predict
 from model.resnet import RESNET18_BLOCKS, make_deconv, make_res_layer, make_stem, scale_channels
 from render.mano_params import PARAM_DIM as MANO_PARAM_DIM
+from util.camera import NYU_CAMERA
 
 #: stage-name suffixes of the official attribute names
 _SUFFIXES = ("", "_s2")
@@ -175,18 +179,55 @@ class PoseNet(nn.Module):
         stage2, _ = self._run_stage("_s2", fused)
         return PoseNetOutput(stages=[stage1, stage2], render=rendered)
 
-    def predict(self, depth: torch.Tensor, center_xyz: torch.Tensor, cube: torch.Tensor, M: torch.Tensor, camera,
-                **kwargs: Any) -> PosePrediction:
-        """Joints in mm from both branches of every stage; see :func:`model.prediction.predict`."""
+    def predict(self, depth: torch.Tensor, center_xyz: torch.Tensor, cube: torch.Tensor,
+                M: torch.Tensor | None = None, camera: Any = NYU_CAMERA.as_tuple(), **kwargs: Any) -> PosePrediction:
+        """Joints in mm from both branches of every stage; see :func:`model.prediction.predict` (``M`` None =
+        the un-augmented crop matrix of (centre, cube), ``camera`` defaults to NYU's)."""
         return predict(self, depth, center_xyz, cube, M, camera, **kwargs)
 
-    def load_official_state(self, state: dict) -> None:
-        """Load a DSF checkpoint strictly: a state dict, or the official ``{"model": state_dict, ...}`` file
-        content; a ``module.`` prefix (DataParallel) is stripped."""
-        if "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    def load_official_state(self, state: Mapping[str, Any] | str | Path) -> None:
+        """Load a DSF checkpoint strictly: a checkpoint file (read with ``weights_only=True``), a state dict, or the
+        official ``{"model": state_dict, "optimizer": ..., "epoch": ...}`` content; a ``module.`` prefix
+        (DataParallel) is stripped.
+
+        Raises:
+            FileNotFoundError: a path that does not exist.
+            model.checkpoint.CheckpointError (a ValueError): an unreadable file, or keys / shapes that differ from
+                this network (the message lists the missing, unexpected and mis-shaped keys).
+        """
+        if isinstance(state, (str, Path)):
+            source, state = str(state), load_pose_checkpoint(state)
+        else:
+            source, state = "pose network state", unwrap_pose_state(state, source="pose network state")
+        expected = f"the {self.stage_num}-stage DSF pose network (width {self.width:g}, {self.joint_num} joints)"
+        check_state_dict(self, state, source=source, expected=expected)
         self.load_state_dict(state, strict=True)
+
+
+_POSE_EXPECTED = "a DSF pose checkpoint ({'model': state_dict, ...} or a plain state dict)"
+
+
+def unwrap_pose_state(obj: Any, *, source: str) -> dict[str, torch.Tensor]:
+    """The network state dict of a DSF checkpoint object: ``obj["model"]`` when present, else ``obj`` itself;
+    keys lose a ``module.`` (DataParallel) prefix. ``source`` names the origin in errors."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    state = as_state_dict(obj, source=source, expected=_POSE_EXPECTED)
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def load_pose_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a DSF pose checkpoint file (``weights_only=True``) and return its network state dict.
+
+    Accepts the official / our trainer's ``{"model": state_dict, "optimizer": ..., "epoch": ...}`` and a plain state
+    dict; strips ``module.``. Key matching against a network is :meth:`PoseNet.load_official_state`'s job.
+
+    Raises:
+        FileNotFoundError: no such file.
+        model.checkpoint.CheckpointError (a ValueError): not a readable checkpoint, or no state dict of tensors in it.
+    """
+    raw = read_checkpoint(path, expected=_POSE_EXPECTED, map_location=map_location)
+    return unwrap_pose_state(raw, source=str(path))
 
 
 def _layout_of(x: torch.Tensor) -> torch.memory_format:
@@ -241,4 +282,4 @@ def stage_parameters(net: PoseNet, stage: int) -> list[nn.Parameter]:
 
 
 __all__ = ["PoseNet", "PoseNetOutput", "StageOutput", "PredictionRenderer", "build_pose_net",
-           "init_pose_net_weights", "stage_parameters"]
+           "init_pose_net_weights", "stage_parameters", "load_pose_checkpoint", "unwrap_pose_state"]

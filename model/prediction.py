@@ -15,7 +15,8 @@ import torch
 
 from model.offsets import DECODE_TEMPERATURE, decode_offsets
 from render.mano_layer import DSF_GLOBAL_SCALE, DsfManoOutput
-from util.geometry import norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_xyz
+from util.camera import NYU_CAMERA
+from util.geometry import crop_matrix_batch, norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_xyz
 
 
 @dataclass
@@ -83,16 +84,18 @@ def _camera_tuple(camera) -> Any:
 
 
 def predict(net: torch.nn.Module, depth: torch.Tensor, center_xyz: torch.Tensor, cube: torch.Tensor,
-            M: torch.Tensor, camera, *, renderer: Any = None, mano_layer: Any = None,
-            temperature: float = DECODE_TEMPERATURE) -> PosePrediction:
+            M: torch.Tensor | None = None, camera: Any = NYU_CAMERA.as_tuple(), *, renderer: Any = None,
+            mano_layer: Any = None, temperature: float = DECODE_TEMPERATURE) -> PosePrediction:
     """Inference: joints in mm from both branches of every stage (network in eval mode, no gradients).
 
     Args:
         net: a :class:`model.pose_net.PoseNet`.
-        depth: (B, 1, 128, 128) normalised crops.
+        depth: (B, 1, S, S) normalised crops (S = 128).
         center_xyz: (B, 3) crop centres, mm; cube: (B, 3) crop cubes, mm.
-        M: (B, 3, 3) crop matrices (full image -> crop pixels) of these crops.
-        camera: (fx, fy, cx, cy), a (B, 4) tensor or a ``util.camera.Intrinsics``.
+        M: (B, 3, 3) crop matrices (full image -> crop pixels) of these crops; None = the un-augmented DeepPrior++
+            matrix of (centre, cube, camera), :func:`util.geometry.crop_matrix_batch` - the one the test loader and
+            the renderer use. Pass the loader's ``M`` for augmented (rotated / scaled / shifted) crops.
+        camera: (fx, fy, cx, cy), a (B, 4) tensor or a ``util.camera.Intrinsics`` (default: NYU's Kinect).
         renderer: prediction renderer for stage 2 (default: the one attached to ``net``).
         mano_layer: MANO layer for the MANO branch (default: ``renderer.mano_layer``).
         temperature: decoding softmax temperature.
@@ -105,6 +108,8 @@ def predict(net: torch.nn.Module, depth: torch.Tensor, center_xyz: torch.Tensor,
         raise ValueError("predict needs a MANO layer for the MANO branch: pass mano_layer=... or a renderer "
                          "that has a .mano_layer")
     camera = _camera_tuple(camera)
+    if M is None:
+        M = crop_matrix_batch(center_xyz, cube, camera, depth.shape[-1]).to(dtype=center_xyz.dtype)
     was_training = net.training
     net.eval()
     try:

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import init
 
+from model.checkpoint import as_state_dict, check_state_dict, read_checkpoint
+
 NORMS = ("instance", "batch", "none")
 INITS = ("normal", "xavier", "kaiming", "orthogonal")
 
@@ -155,23 +157,24 @@ def build_transfer_discriminator(*, in_ch: int = 1, ndf: int = 64, n_layers: int
 def load_transfer_generator(path: str | Path, *, map_location: str | torch.device = "cpu") -> ResnetGenerator:
     """Load a CycleGAN ``latest_net_G_A.pth`` (a plain state dict) into a default generator, strictly.
 
-    Keys ``running_mean`` / ``running_var`` / ``num_batches_tracked`` of InstanceNorm layers, written by
-    PyTorch < 0.4 checkpoints, are dropped (as CycleGAN's own loader does). The generator is returned frozen
-    in eval mode.
+    The file is read with ``weights_only=True``. Keys ``running_mean`` / ``running_var`` / ``num_batches_tracked``
+    of InstanceNorm layers, written by PyTorch < 0.4 checkpoints, are dropped (as CycleGAN's own loader does). The
+    generator is returned frozen in eval mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        model.checkpoint.CheckpointError (a ValueError): the file is not a readable checkpoint, not a state dict, or
+            its keys / shapes differ from the resnet_9blocks generator (the message lists them).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"transfer generator checkpoint not found: {path} (expected latest_net_G_A.pth)")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a CycleGAN generator state dict (keys 'model.<index>...')")
+    expected = "a CycleGAN resnet_9blocks / instance-norm generator state dict (latest_net_G_A.pth, keys 'model.<i>.')"
+    raw = read_checkpoint(path, expected=expected, map_location=map_location)
+    state = as_state_dict(raw, source=str(path), expected=expected)
     net = build_transfer_generator()
     norm_names = {name for name, m in net.named_modules() if isinstance(m, nn.InstanceNorm2d)}
     legacy = ("running_mean", "running_var", "num_batches_tracked")
-    state = {k: v for k, v in state.items() if not (k.rsplit(".", 1)[0] in norm_names and k.rsplit(".", 1)[-1] in legacy)}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: not a resnet_9blocks / instance-norm generator state dict: {err}") from err
+    state = {k: v for k, v in state.items()
+             if not (k.rsplit(".", 1)[0] in norm_names and k.rsplit(".", 1)[-1] in legacy)}
+    check_state_dict(net, state, source=str(path), expected=expected)
+    net.load_state_dict(state, strict=True)
     net.requires_grad_(False)
     return net.eval()

@@ -1,6 +1,7 @@
 """Pose network (dsf-method.md §4): layout, counts, init, shapes, the stage-2 remap, inference on a real frame."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from model import build_pose_net, stage_parameters
+from model import CheckpointError, build_pose_net, load_pose_checkpoint, stage_parameters
 from util.camera import NYU_CAMERA
+from util.geometry import crop_matrix_batch
 
 J = 21
 
@@ -84,6 +86,63 @@ def test_official_checkpoint_loads_strict(net2):
     assert isinstance(net.mano_regress[2], nn.Linear) and isinstance(net.fusion[0], nn.Conv2d)
     assert isinstance(net.deconv_layer4[0], nn.ConvTranspose2d) and isinstance(net.pre[1], nn.BatchNorm2d)
     assert list(build_pose_net(stage_num=1).state_dict()) == list(official_layout(1))
+
+
+def _random_state(net: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: (v.clone() if not v.is_floating_point() else torch.randn(v.shape, generator=g))
+            for k, v in net.state_dict().items()}
+
+
+def test_checkpoint_file_round_trip(tmp_path):
+    """A trainer-style file {"model", "optimizer", "epoch"} (DataParallel prefix) loads by path, weights_only."""
+    net = build_pose_net(width=0.25)
+    state = _random_state(net, 6)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    path = tmp_path / "latest.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "optimizer": optimizer.state_dict(),
+                "epoch": 7}, path)
+    loaded = load_pose_checkpoint(path)
+    assert list(loaded) == list(state)
+    fresh = build_pose_net(width=0.25)
+    fresh.load_official_state(path)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_checkpoint_errors_name_file_and_keys(tmp_path):
+    net = build_pose_net(width=0.25)
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        net.load_official_state(tmp_path / "nothing.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError, match=r"garbage\.pth.*not a readable PyTorch checkpoint.*DSF pose"):
+        load_pose_checkpoint(garbage)
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        net.load_official_state(garbage)
+    not_state = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), not_state)
+    with pytest.raises(CheckpointError, match=r"tensor\.pth.*got a Tensor"):
+        load_pose_checkpoint(not_state)
+
+    state = _random_state(net, 7)
+    del state["fusion.0.bias"]
+    state["fusion.2.weight"] = torch.zeros(3)
+    state["finals_s2.1.bias"] = torch.zeros(J + 1)
+    wrong = tmp_path / "wrong_keys.pth"
+    torch.save({"model": state, "epoch": 1}, wrong)
+    with pytest.raises(CheckpointError) as info:
+        net.load_official_state(wrong)
+    msg = str(info.value)
+    assert "wrong_keys.pth" in msg and "2-stage DSF pose network" in msg
+    assert "missing keys (1): fusion.0.bias" in msg
+    assert "unexpected keys (1): fusion.2.weight" in msg
+    assert f"finals_s2.1.bias ({J + 1},) != ({J},)" in msg
+    with pytest.raises(CheckpointError, match="missing keys"):  # an in-memory state dict: same check
+        net.load_official_state(state)
+    # a one-stage checkpoint given to the two-stage net lists the whole second stage as missing
+    with pytest.raises(CheckpointError, match=r"missing keys \(\d+\): fusion\.0\.weight"):
+        net.load_official_state(build_pose_net(stage_num=1, width=0.25).state_dict())
 
 
 def test_initialisation_statistics(net2):
@@ -209,7 +268,12 @@ def test_bad_arguments():
         build_pose_net(width=0)
 
 
-def _real_nyu_crop(shared_dir):
+def crop_depth_matrix(shared_dir) -> np.ndarray:
+    """The data loader's float64 crop matrix (1, 3, 3) of the real NYU test frame."""
+    return _real_nyu_crop(shared_dir, float64_matrix=True)
+
+
+def _real_nyu_crop(shared_dir, float64_matrix: bool = False):
     from dataloader.crop import crop_depth
     from dataloader.depth_io import decode_depth
 
@@ -219,6 +283,8 @@ def _real_nyu_crop(shared_dir):
     center[1] = -center[1]  # the file is y-up; the code's frame is y-down
     cube = np.full(3, 250.0)
     crop, M = crop_depth(depth_mm, center, cube, NYU_CAMERA.as_tuple())
+    if float64_matrix:
+        return M[None]
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]  # noqa: E731
     return as_t(crop)[:, None], as_t(center), as_t(cube), as_t(M)
 
@@ -228,6 +294,15 @@ def test_forward_and_predict_on_real_nyu_frame(net2, splat_renderer, shared_dir)
     assert 0.02 < (depth < 0.99).float().mean() < 0.6  # a hand-sized foreground
     pred = net2.predict(depth, center, cube, M, NYU_CAMERA, renderer=splat_renderer)
     assert net2.training  # mode restored
+    # issue 7's entry point predict(depth, centre, cube): M defaults to the shared crop matrix of (C, S) and the
+    # camera to NYU's; for an un-augmented test crop that is the loader's M, so both calls must agree
+    np.testing.assert_array_equal(
+        crop_matrix_batch(center.double().numpy(), cube.double().numpy(), NYU_CAMERA.as_tuple()),
+        crop_depth_matrix(shared_dir))
+    default = net2.predict(depth, center, cube, renderer=splat_renderer)
+    for got, ref in zip(default.stages, pred.stages):
+        for name in ("pwe_uvd", "pwe_mm", "mano_mm", "mano_verts_mm"):
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=0, atol=1e-4, msg=name)
     assert len(pred.stages) == 2
     for stage in pred.stages:
         for joints in (stage.pwe_mm, stage.mano_mm):
@@ -237,8 +312,9 @@ def test_forward_and_predict_on_real_nyu_frame(net2, splat_renderer, shared_dir)
         assert (stage.mano_mm - center[:, None]).abs().max() < 20
 
 
-def test_stage2_with_hand_renderer(oracle_model, shared_dir):
-    """The real prediction renderer: a stage-1 hand that covers pixels, gradients through depth and joints."""
+@pytest.fixture(scope="module")
+def hand_renderer_setup(oracle_model, shared_dir):
+    """A width-0.25 net whose stage 1 predicts a plausible hand, the real HandRenderer and a batch of 2 crops."""
     from render.hand_renderer import HandRenderer
     from render.mano_layer import ManoLayer
 
@@ -248,9 +324,44 @@ def test_stage2_with_hand_renderer(oracle_model, shared_dir):
     theta = torch.from_numpy(np.load(shared_dir / "oracle" / "mano_forward.npz")["params_b"][0])
     with torch.no_grad():  # make stage 1 predict a plausible hand (weights std 0.001 keep it input-dependent)
         net.mano_regress[2].bias.copy_(theta)
-    depth, center, cube = _crop_batch(2)
-    out = net(depth, center, cube, renderer=renderer)
-    assert (out.render.depth < 0.99).sum() > 200  # the hand is visible in both crops
-    assert out.render.joints_uvd.shape == (2, 21, 3)
-    out.stages[1].maps.square().sum().backward()
-    assert net.mano_regress[2].weight.grad.abs().max() > 0
+    return net, renderer, _crop_batch(2)
+
+
+class _DetachingRenderer:
+    """Wraps a renderer and cuts one of the two remap inputs out of the graph (forward values unchanged)."""
+
+    def __init__(self, inner, detach_depth: bool, detach_joints: bool):
+        self.inner, self.detach_depth, self.detach_joints = inner, detach_depth, detach_joints
+
+    def render_prediction(self, theta, center_xyz, cube):
+        out = self.inner.render_prediction(theta, center_xyz, cube)
+        return dataclasses.replace(out, depth=out.depth.detach() if self.detach_depth else out.depth,
+                                   joints_uvd=out.joints_uvd.detach() if self.detach_joints else out.joints_uvd)
+
+
+def test_stage2_with_hand_renderer(hand_renderer_setup):
+    """The real prediction renderer: a stage-1 hand that covers pixels; stage-2 gradients reach the stage-1 MANO
+    head through the rendered depth values alone and through the rendered joints alone, and the two add up."""
+    net, renderer, (depth, center, cube) = hand_renderer_setup
+
+    def head_grad(detach_depth: bool, detach_joints: bool) -> torch.Tensor:
+        net.zero_grad(set_to_none=True)
+        out = net(depth, center, cube, renderer=_DetachingRenderer(renderer, detach_depth, detach_joints))
+        if not (detach_depth or detach_joints):
+            assert (out.render.depth < 0.99).sum() > 200  # the hand is visible in both crops
+            assert out.render.joints_uvd.shape == (2, 21, 3)
+        out.stages[1].maps.square().sum().backward()
+        grad = net.mano_regress[2].weight.grad  # the MANO head feeds stage 2 only through the rendering
+        return torch.zeros_like(net.mano_regress[2].weight) if grad is None else grad.clone()
+
+    full = head_grad(False, False)
+    through_depth = head_grad(False, True)  # joints_uvd detached: only the rendered depth carries gradient
+    through_joints = head_grad(True, False)  # converse: depth detached, only the rendered joints carry it
+    control = head_grad(True, True)
+    assert control.abs().max() == 0  # nothing else connects the head to stage 2
+    scale = full.abs().max()
+    assert scale > 0
+    assert through_depth.abs().max() > 1e-3 * scale  # the depth path alone is a real, not round-off, gradient
+    assert through_joints.abs().max() > 1e-3 * scale
+    # chain rule: the total is the sum of the two path contributions (same forward values in all runs)
+    torch.testing.assert_close(through_depth + through_joints, full, rtol=1e-3, atol=1e-4 * scale.item())

@@ -6,7 +6,7 @@ import torch
 
 from model.prediction import norm_uvd_joints_to_mm, place_mano_prediction
 from util.camera import NYU_CAMERA
-from util.geometry import crop_matrix_batch, uvd_to_norm_uvd, xyz_to_uvd
+from util.geometry import crop_matrix, crop_matrix_batch, uvd_to_norm_uvd, xyz_to_uvd
 
 
 def test_place_mano_prediction_matches_oracle(oracle_model, shared_dir):
@@ -36,3 +36,44 @@ def test_pixel_joints_back_to_mm():
     joints_uvd = uvd_to_norm_uvd(xyz_to_uvd(joints_mm, cam), center, cube, M)
     back = norm_uvd_joints_to_mm(joints_uvd, center, cube, M, cam)
     np.testing.assert_allclose(back.numpy(), joints_mm.numpy(), atol=1e-6)
+
+
+def test_predict_default_crop_matrix_and_camera(splat_renderer):
+    """``predict(net, depth, C, S)``: M defaults to the shared crop matrix of each sample's (C, S), the camera to NYU;
+    an explicit camera is used for the default M too. Old positional calls (M, camera) still work."""
+    from model import build_pose_net, predict
+    from util.camera import ICVL_CAMERA
+
+    torch.manual_seed(0)
+    net = build_pose_net(width=0.25)
+    g = torch.Generator().manual_seed(1)
+    depth = torch.rand(2, 1, 128, 128, generator=g) * 2 - 1
+    center = torch.tensor([[30.0, -40.0, 650.0], [-80.0, 20.0, 900.0]])
+    cube = torch.tensor([[250.0] * 3, [208.0] * 3])
+
+    def same(a, b) -> None:
+        for sa, sb in zip(a.stages, b.stages):
+            for name in ("pwe_uvd", "pwe_mm", "mano_mm"):
+                torch.testing.assert_close(getattr(sa, name), getattr(sb, name), rtol=0, atol=1e-4, msg=name)
+
+    nyu = NYU_CAMERA.as_tuple()
+    explicit = predict(net, depth, center, cube, crop_matrix_batch(center, cube, nyu), nyu, renderer=splat_renderer)
+    same(net.predict(depth, center, cube, renderer=splat_renderer), explicit)
+    net.set_renderer(splat_renderer)
+    same(predict(net, depth, center, cube), explicit)
+    icvl = predict(net, depth, center, cube, camera=ICVL_CAMERA)
+    same(icvl, predict(net, depth, center, cube, M=crop_matrix_batch(center, cube, ICVL_CAMERA.as_tuple()),
+                       camera=ICVL_CAMERA))
+    # independent float64 check that the default M and the back-projection used ICVL's camera: norm-uvd ->
+    # crop pixels -> full image through the inverse per-sample crop matrix -> camera frame
+    fx, fy, cx, cy = ICVL_CAMERA.as_tuple()
+    uvd = icvl.final.pwe_uvd.double().numpy()
+    for b in range(2):
+        c, s = center[b].double().numpy(), cube[b].double().numpy()
+        M = crop_matrix(xyz_to_uvd(c, ICVL_CAMERA.as_tuple()), s, ICVL_CAMERA.as_tuple())
+        crop_px = np.stack([(uvd[b, :, 0] + 1) * 64, (uvd[b, :, 1] + 1) * 64, np.ones(21)])
+        u, v, _ = np.linalg.inv(M) @ crop_px
+        d = uvd[b, :, 2] * s[2] / 2 + c[2]
+        expect = np.stack([(u - cx) * d / fx, (v - cy) * d / fy, d], axis=-1)
+        np.testing.assert_allclose(icvl.final.pwe_mm[b].numpy(), expect, atol=1e-2)
+    assert (icvl.final.pwe_mm - explicit.final.pwe_mm).abs().max() > 0.1  # the camera matters here

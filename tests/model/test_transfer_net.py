@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from model import build_transfer_discriminator, build_transfer_generator, load_transfer_generator
+from model import CheckpointError, build_transfer_discriminator, build_transfer_generator, load_transfer_generator
 
 
 def generator_layout(ngf: int = 64, n_blocks: int = 9) -> dict[str, tuple]:
@@ -84,6 +85,48 @@ def test_generator_checkpoint_errors(tmp_path):
     torch.save({"model.1.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="bad.pth"):
         load_transfer_generator(bad)
+
+
+class _NotATensor:
+    """A Python object that a weights-only load must refuse."""
+
+
+def test_generator_unreadable_files(tmp_path):
+    """Garbage, a truncated checkpoint and a pickled Python object: one clear error naming file and expectation."""
+    garbage = tmp_path / "garbage_G_A.pth"
+    garbage.write_bytes(np.random.default_rng(1).bytes(5000))
+    good = tmp_path / "good.pth"
+    torch.save({"model.1.weight": torch.zeros(64, 1, 7, 7)}, good)
+    truncated = tmp_path / "truncated_G_A.pth"
+    truncated.write_bytes(good.read_bytes()[:-200])
+    unsafe = tmp_path / "object_G_A.pth"
+    torch.save({"model.1.weight": _NotATensor()}, unsafe)
+    for path, why in ((garbage, ""), (truncated, ""), (unsafe, "_NotATensor")):
+        with pytest.raises(CheckpointError) as info:
+            load_transfer_generator(path)
+        msg = str(info.value)
+        assert msg.startswith(str(path)) and "not a readable PyTorch checkpoint" in msg, msg
+        assert "latest_net_G_A.pth" in msg and "weights_only=True" in msg and why in msg, msg
+        assert isinstance(info.value, ValueError)
+
+
+def test_generator_wrong_keys_are_named(tmp_path):
+    state = build_transfer_generator().state_dict()
+    state["model.27.weight"] = state.pop("model.26.weight")  # an off-by-one layout
+    state["model.4.bias"] = torch.zeros(7)
+    path = tmp_path / "shifted.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        load_transfer_generator(path)
+    msg = str(info.value)
+    assert "shifted.pth" in msg and "resnet_9blocks" in msg
+    assert "missing keys (1): model.26.weight" in msg
+    assert "unexpected keys (1): model.27.weight" in msg
+    assert "model.4.bias (7,) != (128,)" in msg
+    not_dict = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], not_dict)
+    with pytest.raises(CheckpointError, match=r"list\.pth: expected a CycleGAN .* got a list"):
+        load_transfer_generator(not_dict)
 
 
 def test_discriminator_layout_and_output():
