@@ -64,7 +64,8 @@ def main(argv=None) -> None:
     ap.add_argument("--train", type=int, default=128, help="stand-in training frames")
     ap.add_argument("--test", type=int, default=32, help="stand-in test frames")
     ap.add_argument("--batches", type=int, default=3, help="timed batches of 32 per loader configuration")
-    ap.add_argument("--step-width", type=float, default=0.25, help="network width of the training-step reference")
+    ap.add_argument("--step-width", type=float, default=0.25,
+                    help="network width of the training-step reference")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -96,8 +97,8 @@ def main(argv=None) -> None:
         rs = rate(lambda: [render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), 250.0, g)
                            for _ in range(args.batches)], 32 * args.batches)
 
-        step = train_step_seconds(args.step_width, layer, render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(),
-                                                                             250.0, g))
+        synth = render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), 250.0, g)
+        step = train_step_seconds(args.step_width, layer, synth)
 
     print(f"reference: raw depth-PNG decode {ref:8.1f} frames/s (1.00)")
     rows = [("stand-in generation, 3 rendered views", gen, "frames/s"),
@@ -121,12 +122,14 @@ def train_step_seconds(width: float, layer: ManoLayer, batch: dict, repeat: int 
     net = build_pose_net(2, 21, width=width)
     renderer = HandRenderer(layer, NYU_CAMERA.as_tuple())
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
-    clean, joints = batch["depth_clean"], batch["joints_uvd_norm21"]
-    target = encode_offsets(joints, clean)
+    # targets and decoding use the occlusion-masked render ``depth`` (dsf-method §4.4, §6.1), G's input
+    depth, joints = batch["depth"], batch["joints_uvd_norm21"]
+    target = encode_offsets(joints, depth)
 
     def step():
-        out = net(batch["depth"], batch["center_xyz"], batch["cube"], renderer=renderer)
-        loss = sum(huber(s.maps, target) + 100.0 * huber(decode_offsets(s.maps, clean), joints) for s in out.stages)
+        out = net(depth, batch["center_xyz"], batch["cube"], renderer=renderer)
+        loss = sum(huber(s.maps, target) + 100.0 * huber(decode_offsets(s.maps, depth), joints)
+                   for s in out.stages)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -59,6 +59,37 @@ def decode_depth(path: PathLike) -> np.ndarray:
     return depth.astype(np.float32)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last 12 bytes of every complete PNG
+
+
+def check_depth_png(path: PathLike, shape: tuple[int, int] = (480, 640)) -> None:
+    """Cheap validity check of a depth PNG without decoding it (two small reads; for whole-split scans).
+
+    Checks the PNG signature, the IHDR header (``shape`` = (height, width), 8-bit RGB, colour type 2, as the
+    NYU files and :func:`write_depth_png`) and the IEND trailer (catches truncated files). Corruption inside
+    the compressed data still passes; :func:`decode_depth` reports it.
+
+    Raises:
+        FileNotFoundError: no such file. DataFileError: anything else, naming the file and what was expected.
+    """
+    p = _require_file(path, "depth PNG")
+    with open(p, "rb") as fh:
+        head = fh.read(33)
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(size - 12, 0))
+        tail = fh.read(12)
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise DataFileError(f"{p}: not a PNG file (bad signature or header)")
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    bit_depth, colour_type = head[24], head[25]
+    if (height, width) != tuple(shape) or bit_depth != 8 or colour_type != 2:
+        raise DataFileError(f"{p}: expected an 8-bit RGB PNG of {shape[1]}x{shape[0]}, got {width}x{height} "
+                            f"with bit depth {bit_depth} and colour type {colour_type}")
+    if tail != _PNG_IEND:
+        raise DataFileError(f"{p}: truncated PNG (no IEND trailer)")
+
+
 def encode_depth(depth_mm: np.ndarray) -> np.ndarray:
     """Depth (H, W) in mm -> (H, W, 3) uint8 BGR image ``[d & 255, d >> 8, 0]`` (rounded to whole mm)."""
     d = np.asarray(depth_mm)
@@ -144,6 +175,27 @@ def load_joint_data(path: PathLike) -> JointData:
         warnings.warn(f"{p}: joint_names differ from the standard NYU order (first: {names[:3]}); "
                       "using the standard index maps anyway", stacklevel=2)
     return JointData(arrays["joint_uvd"], arrays["joint_xyz"], names)
+
+
+def invalid_joints(labels: JointData, view: int) -> np.ndarray:
+    """(N, 36) bool: joints of Kinect ``view`` (1-based) whose ``joint_xyz`` or ``joint_uvd`` has a
+    non-finite value or a depth (z / d) that is not > 0 mm."""
+    bad = np.zeros(labels.joint_xyz.shape[1:3], bool)
+    for a in (labels.joint_xyz[view - 1], labels.joint_uvd[view - 1]):
+        bad |= ~np.isfinite(a).all(-1) | ~(a[..., 2] > 0)
+    return bad
+
+
+def describe_invalid_joint(labels: JointData, view: int, frame: int, joint: int) -> str:
+    """Human-readable reason why (frame, joint) of ``view`` failed :func:`invalid_joints`."""
+    parts = []
+    for key in ("joint_xyz", "joint_uvd"):
+        v = getattr(labels, key)[view - 1, frame, joint]
+        if not np.isfinite(v).all() or not v[2] > 0:
+            parts.append(f"{key} = {np.array2string(v, precision=2)}")
+    name = labels.names[joint] if joint < len(labels.names) else str(joint)
+    return (f"view {view}, frame index {frame} (file number {frame + 1}), joint {joint} ({name}): "
+            f"{'; '.join(parts)} (need finite values and depth > 0 mm)")
 
 
 def write_joint_data(path: PathLike, joint_uvd: np.ndarray, joint_xyz: np.ndarray,

@@ -34,7 +34,8 @@ from torch.utils.data import Dataset
 
 from dataloader.augment import AugParams, augment_crop, sample_aug_params
 from dataloader.crop import crop_depth, crop_depth_mm, normalize_crop
-from dataloader.depth_io import (DataFileError, decode_depth, depth_png_name, list_dir, load_centers,
+from dataloader.depth_io import (DataFileError, JointData, check_depth_png, decode_depth, depth_png_name,
+                                 describe_invalid_joint, invalid_joints, list_dir, load_centers,
                                  load_joint_data)
 from util.camera import CUBE_SIZES, NYU_CAMERA
 from util.geometry import (flip_y, norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_norm_uvd, xyz_to_norm_xyz,
@@ -175,7 +176,17 @@ class NYUDataset(Dataset):
         depth_kind: 'depth' (sensor) | 'synthdepth' (Tompson's rendered fits).
         joints21: also return the 21 MANO-order joints (``*_norm21``).
         frames: optional subset of 0-based frame indices.
-        skip_bad: skip missing / corrupt frames with a warning (and a count) instead of stopping.
+        skip_bad: leave out bad frames instead of stopping: labels with a non-finite value or depth <= 0 in
+            the used view, missing depth PNGs, and PNGs failing :func:`check_depth_png` (header of an
+            ``image_shape`` 8-bit RGB PNG, IEND trailer; checked for every frame at construction). ``frames``
+            is then final: one summary warning gives the count, ``num_skipped`` / ``skipped`` the details.
+            A frame that still fails to decode later raises (never replaced by another frame, which would
+            misalign predictions and ground truth). Without it, the first bad label or missing PNG stops
+            construction and a corrupt PNG stops ``__getitem__``, each with an error naming the file.
+        image_shape: (height, width) of the depth PNGs, checked with ``skip_bad``.
+
+    Frames whose centre line reads ``invalid`` (no hand) are always left out; they are counted in the same
+    summary warning and in ``num_skipped``.
     """
 
     def __init__(self, root, split: str, view: int = 1, *, cube: float = CUBE_SIZES["nyu"], size: int = 128,
@@ -184,7 +195,8 @@ class NYUDataset(Dataset):
                  aug_rotation: float = 180.0, aug_shift: float = 10.0, aug_scale: float = 0.2,
                  test_cube_split: int = NYU_TEST_SPLIT, test_cube_scale: float = 5.0 / 6.0,
                  standard_test_frames: int = NYU_TEST_FRAMES, depth_kind: str = "depth",
-                 joints21: bool = False, frames: Sequence[int] | None = None, skip_bad: bool = False) -> None:
+                 joints21: bool = False, frames: Sequence[int] | None = None, skip_bad: bool = False,
+                 image_shape: tuple[int, int] = (480, 640)) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if center_type not in CENTER_TYPES:
@@ -197,7 +209,8 @@ class NYUDataset(Dataset):
         self.depth_kind, self.joints21, self.skip_bad = depth_kind, joints21, skip_bad
         self.augment = (split == "train") if augment is None else bool(augment)
         self.aug_rotation, self.aug_shift, self.aug_scale = aug_rotation, aug_shift, aug_scale
-        self.skipped: list[tuple[int, str]] = []  # (frame, reason) of frames skipped in this process
+        self.image_shape = (int(image_shape[0]), int(image_shape[1]))
+        self.skipped: list[tuple[int, str]] = []  # (frame, reason) of the frames left out at construction
 
         labels = load_joint_data(self.dir / "joint_data.mat")
         if not 1 <= self.view <= labels.num_views:
@@ -205,6 +218,8 @@ class NYUDataset(Dataset):
                              f"got {view}")
         n = labels.num_frames
         joints36 = yup_to_ydown(labels.joint_xyz[self.view - 1])  # (N, 36, 3) mm, y down
+        self._bad_joints = invalid_joints(labels, self.view)  # (N, 36)
+        joints36[self._bad_joints.any(1)] = np.nan  # keeps bad frames out of the centre-frame statistics
         self._joints14 = joints36[:, list(NYU_EVAL_14)].astype(np.float64)
         self._joints21 = joints36[:, list(NYU36_TO_MANO21)].astype(np.float64) if joints21 else None
 
@@ -225,35 +240,53 @@ class NYUDataset(Dataset):
         self._cubes = np.full((n, 3), float(cube), np.float64)
         if split == "test" and n == standard_test_frames:
             self._cubes[test_cube_split:] *= test_cube_scale
-        self.frames = self._select_frames(n, frames)
+        self.frames = self._select_frames(n, frames, labels)
 
-    def _select_frames(self, n: int, frames: Sequence[int] | None) -> np.ndarray:
+    def _select_frames(self, n: int, frames: Sequence[int] | None, labels: JointData) -> np.ndarray:
+        """Usable 0-based frames: 'invalid' centres dropped; bad labels / PNGs skipped or raised."""
         cand = np.arange(n) if frames is None else np.asarray(frames, np.int64)
         if cand.size and (cand.min() < 0 or cand.max() >= n):
             raise ValueError(f"frames must lie in 0..{n - 1} for {self.dir}")
-        no_hand = ~np.isfinite(self._centers[cand]).all(1)  # 'invalid' centre lines: frames without a hand
-        if no_hand.any():
-            warnings.warn(f"{self.split}/view {self.view}: {int(no_hand.sum())} frames have an 'invalid' "
-                          "centre and are left out", stacklevel=3)
-        cand = cand[~no_hand]
+        mat = self.dir / "joint_data.mat"
         names = list_dir(self.dir)
-        missing = {int(f) for f in cand if self._png_name(f) not in names}
-        bad_label = cand[~np.isfinite(self._joints14[cand]).all((1, 2))].tolist()
-        bad = sorted(set(missing) | set(bad_label))
-        if bad and not self.skip_bad:
-            f = bad[0]
-            if f in missing:
-                raise FileNotFoundError(f"depth PNG not found: {self.dir / self._png_name(f)} "
-                                        f"({len(missing)} of {cand.size} frames missing; skip_bad=True skips "
-                                        "them)")
-            raise DataFileError(f"{self.dir / 'joint_data.mat'}: non-finite labels for frame {f} "
-                                f"({len(bad_label)} frames; skip_bad=True skips them)")
-        if bad:
-            warnings.warn(f"{self.dir}: skipping {len(bad)} of {cand.size} frames ({len(missing)} missing "
-                          f"PNGs, {len(bad_label)} bad labels; first: {self._png_name(bad[0])})",
+        missing = [int(f) for f in cand if self._png_name(f) not in names]
+        if missing and not self.skip_bad:
+            raise FileNotFoundError(f"depth PNG not found: {self.dir / self._png_name(missing[0])} "
+                                    f"({len(missing)} of {cand.size} frames missing; skip_bad=True skips "
+                                    "them)")
+        bad_rows = self._bad_joints[cand].any(1)
+
+        def label_problem(f: int) -> str:  # the first bad joint of frame f
+            joint = int(np.flatnonzero(self._bad_joints[f])[0])
+            return f"{mat}: invalid label at {describe_invalid_joint(labels, self.view, f, joint)}"
+
+        if bad_rows.any() and not self.skip_bad:
+            raise DataFileError(f"{label_problem(int(cand[bad_rows][0]))}; {int(bad_rows.sum())} frames "
+                                "affected (skip_bad=True skips them)")
+        reasons: dict[int, tuple[str, str]] = {}  # frame -> (kind, detail)
+        for f in cand[bad_rows]:  # first: a bad label also gives a NaN centre with center_type='joint_mean'
+            reasons[int(f)] = ("bad label", label_problem(int(f)))
+        for f in cand[~np.isfinite(self._centers[cand]).all(1)]:
+            reasons.setdefault(int(f), ("'invalid' centre", f"frame index {f} has no hand"))
+        for f in missing:
+            reasons.setdefault(f, ("missing PNG", f"not found: {self.dir / self._png_name(f)}"))
+        if self.skip_bad:  # validate every remaining PNG now, so that the frame list is final
+            for f in cand:
+                if int(f) not in reasons:
+                    try:
+                        check_depth_png(self.dir / self._png_name(f), self.image_shape)
+                    except (DataFileError, FileNotFoundError) as e:
+                        reasons[int(f)] = ("bad PNG", str(e))
+        if reasons:
+            self.skipped = sorted((f, f"{kind}: {detail}") for f, (kind, detail) in reasons.items())
+            counts: dict[str, int] = {}
+            for kind, _ in reasons.values():
+                counts[kind] = counts.get(kind, 0) + 1
+            first = self.skipped[0][1]
+            warnings.warn(f"{self.dir} (view {self.view}): skipping {len(reasons)} of {cand.size} frames ("
+                          + ", ".join(f"{c} {k}" for k, c in counts.items()) + f"); first: {first}",
                           stacklevel=3)
-            self.skipped += [(f, "missing PNG" if f in missing else "bad label") for f in bad]
-            cand = np.setdiff1d(cand, bad)
+            cand = np.array([f for f in cand if int(f) not in reasons], np.int64)
         if cand.size == 0:
             raise DataFileError(f"{self.dir}: no usable frames for view {self.view}")
         return cand
@@ -266,22 +299,20 @@ class NYUDataset(Dataset):
 
     @property
     def num_skipped(self) -> int:
-        """Frames skipped so far in this process (construction + corrupt files met in ``__getitem__``)."""
+        """Frames left out at construction ('invalid' centres, and with skip_bad bad labels / PNGs)."""
         return len(self.skipped)
 
     def _read(self, i: int) -> tuple[int, np.ndarray]:
-        """Frame index and depth of item i (with skip_bad, a corrupt frame yields the next readable one)."""
-        for k in range(len(self)):
-            frame = int(self.frames[(i + k) % len(self)])
-            path = self.dir / self._png_name(frame)
-            try:
-                return frame, decode_depth(path)
-            except (DataFileError, FileNotFoundError) as e:
-                if not self.skip_bad:
-                    raise
-                self.skipped.append((frame, str(e)))
-                warnings.warn(f"skipping frame: {e} ({self.num_skipped} skipped so far)", stacklevel=3)
-        raise DataFileError(f"{self.dir}: no readable depth PNG among {len(self)} frames")
+        """Frame index and depth (mm) of item i; a file that fails here raises, naming it (no substitute)."""
+        frame = int(self.frames[i])
+        try:
+            return frame, decode_depth(self.dir / self._png_name(frame))
+        except (DataFileError, FileNotFoundError) as e:
+            if not self.skip_bad:
+                raise
+            # substituting another frame would shift every later prediction against the ground truth
+            raise type(e)(f"{e} (frame index {frame}: it passed the skip_bad check at construction; frames "
+                          "are never substituted at read time)") from e
 
     def __getitem__(self, i: int) -> dict:
         return self.load(i)

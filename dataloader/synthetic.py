@@ -5,16 +5,23 @@ Two halves, so that rendering runs batched in the training step and never mesh-b
 
 - **parameters** (cheap, any DataLoader): :class:`SyntheticParams` holds (N, 62) DSF parameter vectors
   ``[axis-angle 3 | pose PCA 45 | betas 10 | scale 1 | transl 3]`` from the official HANDS19/20 fit files
-  (:func:`load_hands_params`) or from the built-in pose source (:func:`builtin_pose_params`: the MANO file's
-  own ``hands_coeffs``, 1554 captured poses in PCA space, interpolated, with noise and uniformly random global
-  rotations; a documented substitute for the unreleased-source HANDS fits, §10 item 10).
+  (:func:`load_hands_params`, located by :func:`find_hands_params`) or from the built-in pose source
+  (:func:`builtin_pose_params`: the MANO file's own ``hands_coeffs``, 1554 captured poses in PCA space,
+  interpolated, with noise and uniformly random global rotations; a documented substitute for the
+  unreleased-source HANDS fits, §10 item 10).
   :class:`InfiniteShuffleSampler` reshuffles forever, so the fine-tuning loop can draw any number of batches.
 - **rendering** (batched, on the training device): :func:`render_synthetic_batch` / :class:`SyntheticRenderer`
   turn (B, 62) parameters into crops and labels with exactly the keys and conventions of
   :class:`dataloader.nyu.NYUDataset` items (plus MANO-order joints, vertices and the un-occluded depth).
+
+Which synthetic image is which (dsf-method.md §4.4, §5.4, §6.1): ``depth`` is the clean render **after** the
+occlusion masking, i.e. the image the transfer network G receives and the one against which pixel targets are
+encoded and predictions decoded; ``depth_unoccluded`` is the render before the masking (inspection and tests
+only, never a training target).
 """
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dataloader.depth_io import DataFileError
 from dataloader.nyu_joints import nyu36_from_mano21
 from render.mano_layer import ManoLayer, batch_rodrigues
 from render.mano_params import LAYOUT_AXIS_ANGLE, PARAM_DIM, ManoParams
@@ -35,6 +43,7 @@ from util.joints import NYU_EVAL_14
 
 HANDS_FILE_PARTS = ("glb", "pose", "shape", "scale", "trans")  # concatenation order of the 62-d vector
 VIEW_AUGS = ("none", "octant", "so3")
+_log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -43,8 +52,9 @@ VIEW_AUGS = ("none", "octant", "so3")
 def load_hands_params(directory, prefix: str = "hands") -> np.ndarray:
     """Read ``{prefix}-{glb,pose,shape,scale,trans}.txt`` (the official ``posePara_lm_collosion`` files).
 
-    Returns (N, 62) float32 in the DSF layout. Each file must be whitespace text with N rows of 3, 45, 10, 1,
-    3 numbers; any mismatch raises ValueError naming the file.
+    Returns (N, 62) float32 in the DSF layout. Each file must be whitespace text with N > 0 rows of 3, 45, 10,
+    1, 3 numbers; a missing file raises FileNotFoundError, an empty or malformed one DataFileError (a
+    ValueError), both naming the file.
     """
     d = Path(directory)
     widths = {"glb": 3, "pose": 45, "shape": 10, "scale": 1, "trans": 3}
@@ -53,19 +63,38 @@ def load_hands_params(directory, prefix: str = "hands") -> np.ndarray:
         path = d / f"{prefix}-{name}.txt"
         if not path.is_file():
             raise FileNotFoundError(f"MANO parameter file not found: {path}")
-        try:
-            a = np.loadtxt(path, dtype=np.float64, ndmin=2)
-        except ValueError as e:
-            raise ValueError(f"{path}: not a whitespace table of numbers ({e})") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's "input contained no data": reported below instead
+            try:
+                a = np.loadtxt(path, dtype=np.float64, ndmin=2)
+            except ValueError as e:
+                raise DataFileError(f"{path}: not a whitespace table of numbers ({e})") from e
+        if a.size == 0:
+            raise DataFileError(f"{path}: file is empty (expected N > 0 rows of {widths[name]} numbers)")
         if a.shape[1] != widths[name]:
-            raise ValueError(f"{path}: expected {widths[name]} columns, got {a.shape[1]}")
+            raise DataFileError(f"{path}: expected {widths[name]} columns, got {a.shape[1]}")
         if parts and a.shape[0] != parts[0].shape[0]:
             first = d / f"{prefix}-glb.txt"
-            raise ValueError(f"{path}: {a.shape[0]} rows, but {first} has {parts[0].shape[0]}")
+            raise DataFileError(f"{path}: {a.shape[0]} rows, but {first} has {parts[0].shape[0]}")
         if not np.isfinite(a).all():
-            raise ValueError(f"{path}: contains NaN or inf")
+            raise DataFileError(f"{path}: contains NaN or inf")
         parts.append(a)
     return np.concatenate(parts, 1).astype(np.float32)
+
+
+def find_hands_params(root, prefix: str = "hands") -> Path | None:
+    """The directory of the official HANDS parameter files under ``root``, or None.
+
+    Looks for ``{prefix}-*.txt`` in ``root/hands20/posePara_lm_collosion`` (the official layout, §8.1), then
+    in ``root/posePara_lm_collosion``. A directory holding any of the five files is returned even when the set
+    is incomplete, so that :func:`load_hands_params` names the missing file instead of silently falling back
+    to the built-in source.
+    """
+    base = Path(root)
+    for d in (base / "hands20" / "posePara_lm_collosion", base / "posePara_lm_collosion"):
+        if any((d / f"{prefix}-{name}.txt").is_file() for name in HANDS_FILE_PARTS):
+            return d
+    return None
 
 
 def random_rotations(n: int, generator: torch.Generator | None = None, mode: str = "so3") -> Tensor:
@@ -122,23 +151,45 @@ class SyntheticParams(Dataset):
     Args:
         params: (N, 62) array (file or built-in source).
         cube: crop cube edge in mm given to every item (the renderer jitters it).
+        source: where the vectors come from (kept as ``self.source`` for logs).
     """
 
-    def __init__(self, params: np.ndarray, cube: float = 250.0) -> None:
+    def __init__(self, params: np.ndarray, cube: float = 250.0, source: str = "array") -> None:
         p = np.asarray(params, np.float32)
         if p.ndim != 2 or p.shape[1] != PARAM_DIM or len(p) == 0:
             raise ValueError(f"params must be (N, {PARAM_DIM}) with N > 0, got {p.shape}")
         self.params = torch.from_numpy(p)
         self.cube = torch.full((3,), float(cube))
+        self.source = source
 
     @classmethod
     def from_source(cls, hands_para_dir: str = "", hands_coeffs: np.ndarray | None = None,
                     n_builtin: int = 20000, seed: int = 0, pose_noise: float = 0.2,
-                    cube: float = 250.0) -> SyntheticParams:
-        """The official files when ``hands_para_dir`` is set, else the built-in source (n_builtin vectors)."""
-        if hands_para_dir:
-            return cls(load_hands_params(hands_para_dir), cube)
-        return cls(builtin_pose_params(hands_coeffs, n_builtin, seed, pose_noise), cube)
+                    cube: float = 250.0, search_roots: Sequence = ()) -> SyntheticParams:
+        """The pose source of pre-training, chosen in this order:
+
+        1. ``hands_para_dir`` when set (its files must be there);
+        2. the first of ``search_roots`` (e.g. the data root's parent, then the data root) where
+           :func:`find_hands_params` finds the official files;
+        3. the built-in source (``n_builtin`` vectors from ``hands_coeffs``).
+
+        The choice is logged (INFO) and kept in ``.source``: ``"hands files: <dir>"`` or ``"built-in: ..."``.
+        """
+        directory: Path | None = Path(hands_para_dir) if hands_para_dir else None
+        for root in () if directory is not None else search_roots:
+            directory = find_hands_params(root)
+            if directory is not None:
+                break
+        if directory is not None:
+            params = load_hands_params(directory)
+            source = f"hands files: {directory} ({len(params)} vectors)"
+        else:
+            params = builtin_pose_params(hands_coeffs, n_builtin, seed, pose_noise)
+            kind = "MANO hands_coeffs" if hands_coeffs is not None and len(hands_coeffs) >= 2 else "N(0, 1)"
+            where = ", ".join(str(r) for r in search_roots) or "no search roots"
+            source = f"built-in: {n_builtin} vectors from {kind} (no hands files under {where})"
+        _log.info("synthetic pose source: %s", source)
+        return cls(params, cube, source)
 
     def __len__(self) -> int:
         return self.params.shape[0]
@@ -238,8 +289,13 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
     mean and placed at C = (0, 0, d), d ~ U(depth_range); rotated about C by the view augmentation (``none``
     in pre-training, ``octant`` = official fine-tuning, ``so3``); crop centre C += U(-jitter, jitter)^3 mm;
     cube *= U(1 - cube_jitter, 1 + cube_jitter); rendered straight into the crop (``render_crop``, M shared
-    with the real loader) and normalised; optional occlusion spheres (§5.4) on ``depth`` (``depth_clean``
-    keeps the render).
+    with the real loader) and normalised; optional occlusion spheres (§5.4) set pixels of ``depth`` to
+    background.
+
+    ``depth`` (masked) is the spec's "clean rendered image" (§4.4, §5.4, §6.1): the input of the transfer
+    network G, and the image used for encoding pixel targets and for decoding predictions.
+    ``depth_unoccluded`` is the same render before the occlusion masking (equal to ``depth`` with
+    ``occlusion=False``); it is not a training target.
 
     Args:
         params: (B, 62) float on the device of ``mano_layer``.
@@ -248,7 +304,8 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
         cube: crop cube edge in mm: float, (3,) or (B, 3).
         generator: CPU torch.Generator for every random draw (None = the global generator).
     Returns:
-        dict of float32 tensors on the params' device: ``depth``, ``depth_clean`` (B, 1, S, S);
+        dict of float32 tensors on the params' device: ``depth`` (masked), ``depth_unoccluded``
+        (B, 1, S, S) in [-1, 1], background +1;
         ``joints_xyz_norm``, ``joints_uvd_norm`` (B, 14, 3) NYU order; ``joints_xyz_norm21``,
         ``joints_uvd_norm21`` (B, 21, 3) MANO order; ``verts_xyz_norm``, ``verts_uvd_norm`` (B, 779, 3);
         ``center_xyz``, ``cube`` (B, 3) mm; ``M`` (B, 3, 3); ``params`` (B, 62) the rendered parameters (with
@@ -276,7 +333,7 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
     center, cube_t = center.to(dev, torch.float32), cube_t.to(dev, torch.float32)
 
     ren, M = render_crop(verts, mano_layer.faces_closed, center, cube_t, camera, size, rasterizer=rasterizer)
-    clean = normalize_depth(ren.depth[:, None], center[:, 2], cube_t[:, 2])  # (B, 1, S, S), background +1
+    unoccluded = normalize_depth(ren.depth[:, None], center[:, 2], cube_t[:, 2])  # (B, 1, S, S), bg +1
 
     def labels(x: Tensor) -> tuple[Tensor, Tensor]:
         return (xyz_to_norm_xyz(x, center, cube_t),
@@ -285,13 +342,14 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
     j_xyz, j_uvd = labels(joints)
     v_xyz, v_uvd = labels(verts)
     n_xyz, n_uvd = labels(nyu36_from_mano21(joints)[:, list(NYU_EVAL_14)])
-    depth = clean
+    depth = unoccluded
     if occlusion:
         occ = occlusion_spheres(j_uvd, generator, occlusion_joints, occlusion_offset, occlusion_radius)
-        depth = torch.where(occlusion_mask(clean, occ), torch.ones_like(clean), clean)
-    return {"depth": depth, "depth_clean": clean, "joints_xyz_norm": n_xyz, "joints_uvd_norm": n_uvd,
-            "joints_xyz_norm21": j_xyz, "joints_uvd_norm21": j_uvd, "verts_xyz_norm": v_xyz,
-            "verts_uvd_norm": v_uvd, "center_xyz": center, "cube": cube_t, "M": M, "params": rendered_params}
+        depth = torch.where(occlusion_mask(unoccluded, occ), torch.ones_like(unoccluded), unoccluded)
+    return {"depth": depth, "depth_unoccluded": unoccluded,
+            "joints_xyz_norm": n_xyz, "joints_uvd_norm": n_uvd, "joints_xyz_norm21": j_xyz,
+            "joints_uvd_norm21": j_uvd, "verts_xyz_norm": v_xyz, "verts_uvd_norm": v_uvd,
+            "center_xyz": center, "cube": cube_t, "M": M, "params": rendered_params}
 
 
 class SyntheticRenderer(nn.Module):

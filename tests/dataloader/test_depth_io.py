@@ -5,8 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dataloader.depth_io import (DataFileError, decode_depth, encode_depth, load_centers, load_joint_data,
-                                 write_centers, write_depth_png, write_joint_data)
+from dataloader.depth_io import (DataFileError, JointData, check_depth_png, decode_depth, encode_depth,
+                                 invalid_joints, load_centers, load_joint_data, write_centers,
+                                 write_depth_png, write_joint_data)
 from util.joints import NYU_JOINT_NAMES_36
 
 
@@ -53,6 +54,36 @@ def test_depth_errors_name_the_file(tmp_path):
     cv2.imwrite(str(gray), np.full((4, 4), 700, np.uint16))
     with pytest.raises(DataFileError, match="gray16.png.*8-bit 3-channel"):
         decode_depth(gray)
+
+
+def test_png_header_check(shared_dir, tmp_path):
+    real = shared_dir / "nyu" / "sample" / "test" / "depth_1_0000001.png"
+    check_depth_png(real)  # the real frame: 640x480 8-bit RGB with an IEND trailer
+    with pytest.raises(DataFileError, match=r"depth_1_0000001\.png: expected an 8-bit RGB PNG of 320x240, "
+                                            r"got 640x480 with bit depth 8 and colour type 2"):
+        check_depth_png(real, (240, 320))
+    data = real.read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[:-1])
+    with pytest.raises(DataFileError, match=r"cut\.png: truncated PNG"):
+        check_depth_png(cut)
+    cut.write_bytes(data[:20])
+    with pytest.raises(DataFileError, match=r"cut\.png: not a PNG"):
+        check_depth_png(cut)
+    gray = tmp_path / "gray16.png"
+    cv2.imwrite(str(gray), np.full((480, 640), 700, np.uint16))
+    with pytest.raises(DataFileError, match=r"gray16\.png: .*bit depth 16 and colour type 0"):
+        check_depth_png(gray)
+    with pytest.raises(FileNotFoundError, match="none.png"):
+        check_depth_png(tmp_path / "none.png")
+
+
+def test_invalid_joints_mask():
+    xyz = np.ones((2, 3, 36, 3))
+    uvd = np.ones((2, 3, 36, 3))
+    xyz[1, 2, 4, 2], uvd[1, 0, 9, 0], uvd[1, 1, 3, 2], xyz[0, 0, 0, 2] = 0.0, np.nan, -1.0, -1.0
+    bad = invalid_joints(JointData(uvd, xyz, NYU_JOINT_NAMES_36), view=2)
+    assert bad.shape == (3, 36) and sorted(zip(*np.nonzero(bad))) == [(0, 9), (1, 3), (2, 4)]
 
 
 def test_joint_data_round_trip_and_errors(tmp_path):

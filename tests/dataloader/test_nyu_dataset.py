@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from dataloader.augment import AugParams, augment_crop
 from dataloader.crop import crop_depth_mm
-from dataloader.depth_io import DataFileError, write_centers
+from dataloader.depth_io import (DataFileError, load_joint_data, write_centers, write_depth_png,
+                                 write_joint_data)
 from dataloader.nyu import NYUDataset, norm_uvd_to_image_uvd, norm_xyz_to_mm
 from util.geometry import flip_y, xyz_to_uvd
 from util.joints import NYU_EVAL_14
@@ -145,34 +146,63 @@ def test_random_augmentation_reproducible_and_varied(ball_tree):
     assert next(iter(loader))["depth"].shape == (2, 1, 128, 128)
 
 
+def _warnings_of(fn):
+    """(result, [warning messages]) of fn()."""
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        out = fn()
+    return out, [str(w.message) for w in rec]
+
+
 def test_missing_and_corrupt_files(tmp_path):
     root = tmp_path / "tree"
-    write_ball_tree(root, n_train=3, n_test=4, seed=3)
+    write_ball_tree(root, n_train=3, n_test=7, seed=3)
     test_dir = root / "test"
-    (test_dir / "depth_1_0000002.png").unlink()
+    png = [test_dir / f"depth_1_{i + 1:07d}.png" for i in range(7)]
+    png[1].unlink()
     with pytest.raises(FileNotFoundError, match="depth_1_0000002.png"):
         NYUDataset(root, "test")
-    with pytest.warns(UserWarning, match="skipping 1 of 4 frames"):
-        ds = NYUDataset(root, "test", skip_bad=True)
-    assert len(ds) == 3 and ds.frames.tolist() == [0, 2, 3] and ds.num_skipped == 1
+    png[2].write_bytes(b"not a png")
+    data = png[3].read_bytes()
+    png[3].write_bytes(data[:len(data) // 2])  # truncated
+    write_depth_png(png[4], np.full((240, 320), 700.0))  # a valid PNG of the wrong size
+    bad_inside = bytearray(png[5].read_bytes())
+    bad_inside[len(bad_inside) // 2:len(bad_inside) // 2 + 16] = b"0123456789abcdef"  # header and IEND intact
+    png[5].write_bytes(bytes(bad_inside))
 
-    (test_dir / "depth_1_0000003.png").write_bytes(b"not a png")
-    strict = NYUDataset(root, "test", frames=[0, 2, 3])
-    with pytest.raises(DataFileError, match="depth_1_0000003.png"):
-        strict[1]
-    with pytest.warns(UserWarning, match=r"depth_1_0000003.png.*\(2 skipped so far\)"):
-        item = ds[1]  # replaced by the next readable frame
-    assert item["index"] == 3 and ds.num_skipped == 2
+    # without skip_bad a corrupt PNG stops __getitem__ with the file's name
+    strict = NYUDataset(root, "test", frames=[0, 2, 3, 5, 6])
+    for i, name in ((1, "depth_1_0000003.png"), (2, "depth_1_0000004.png"), (3, "depth_1_0000006.png")):
+        with pytest.raises(DataFileError, match=name):
+            strict[i]
+
+    # skip_bad: every frame checked at construction, ONE summary warning, final frame list and a count
+    ds, msgs = _warnings_of(lambda: NYUDataset(root, "test", skip_bad=True))
+    assert len(msgs) == 1, msgs
+    assert "skipping 4 of 7 frames (1 missing PNG, 3 bad PNG); first: missing PNG" in msgs[0]
+    assert "depth_1_0000002.png" in msgs[0]
+    assert ds.frames.tolist() == [0, 5, 6] and ds.num_skipped == 4 and len(ds) == 3
+    reasons = dict(ds.skipped)
+    assert set(reasons) == {1, 2, 3, 4}
+    assert "not a PNG" in reasons[2] and "truncated" in reasons[3]
+    assert "expected an 8-bit RGB PNG of 640x480, got 320x240" in reasons[4]
+    # a frame that passes the header check but fails to decode is reported, never replaced by another frame
+    assert ds[0]["index"] == 0 and ds[2]["index"] == 6
+    with pytest.raises(DataFileError, match=r"depth_1_0000006\.png.*never substituted"):
+        ds[1]
+    _, msgs = _warnings_of(lambda: NYUDataset(root, "test", skip_bad=True, frames=[0, 6]))
+    assert msgs == []  # nothing bad among the requested frames
 
     centre = test_dir / "center_test_0_refined.txt"
     lines = centre.read_text().splitlines()
     centre.write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(DataFileError, match="center_test_0_refined.txt: 3 centre lines"):
+    with pytest.raises(DataFileError, match="center_test_0_refined.txt: 6 centre lines"):
         NYUDataset(root, "test", skip_bad=True)
-    centre.write_text("\n".join(lines[:1] + ["invalid"] + lines[2:]) + "\n")
-    with pytest.warns(UserWarning, match="1 frames have an 'invalid' centre"):
-        ds = NYUDataset(root, "test", skip_bad=True)
-    assert 1 not in ds.frames.tolist()
+    centre.write_text("\n".join(lines[:6] + ["invalid"]) + "\n")
+    ds, msgs = _warnings_of(lambda: NYUDataset(root, "test", skip_bad=True))
+    assert len(msgs) == 1
+    assert "skipping 5 of 7 frames (1 'invalid' centre, 1 missing PNG, 3 bad PNG)" in msgs[0]
+    assert ds.frames.tolist() == [0, 5] and dict(ds.skipped)[6].startswith("'invalid' centre")
 
     (root / "train" / "joint_data.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 50)
     with pytest.raises(DataFileError, match="train.joint_data.mat"):
@@ -180,6 +210,38 @@ def test_missing_and_corrupt_files(tmp_path):
     shutil.rmtree(root / "train")
     with pytest.raises(FileNotFoundError, match="joint_data.mat"):
         NYUDataset(root, "train")
+
+
+def test_invalid_label_depths(tmp_path):
+    """Non-finite or non-positive z in joint_xyz / joint_uvd of the used view: an error naming the file, the
+    frame and the joint, or a skip with skip_bad; other views are not affected."""
+    root = tmp_path / "tree"
+    write_ball_tree(root, n_train=1, n_test=5, seed=6, views=2)
+    mat = root / "test" / "joint_data.mat"
+    jd = load_joint_data(mat)
+    xyz, uvd = jd.joint_xyz.copy(), jd.joint_uvd.copy()
+    xyz[0, 3, 7, 2] = -5.0  # view 1, frame 3, joint 7: z behind the camera
+    uvd[0, 1, 20, 2] = np.nan  # view 1, frame 1, joint 20 (a joint outside the 14): uvd only
+    xyz[0, 4, 0, 2] = 0.0  # view 1, frame 4, joint 0: z = 0
+    xyz[1, 2, 5, 0] = np.inf  # view 2 only
+    write_joint_data(mat, uvd, xyz)
+    with pytest.raises(DataFileError, match=r"test.joint_data\.mat: invalid label at view 1, frame index "
+                                            r"1 \(file number 2\), joint 20 .*joint_uvd.*nan.*3 frames "
+                                            "affected"):
+        NYUDataset(root, "test")
+    with pytest.raises(DataFileError, match=rf"frame index 3 .*joint 7 \({jd.names[7]}\): joint_xyz.*-5"):
+        NYUDataset(root, "test", frames=[0, 3])
+    with pytest.raises(DataFileError, match=r"view 2, frame index 2 .*joint 5 .*joint_xyz.*inf"):
+        NYUDataset(root, "test", view=2)
+    ds, msgs = _warnings_of(lambda: NYUDataset(root, "test", skip_bad=True))
+    assert len(msgs) == 1 and "skipping 3 of 5 frames (3 bad label)" in msgs[0]
+    assert "joint_data.mat" in msgs[0]
+    assert ds.frames.tolist() == [0, 2] and ds.num_skipped == 3 and "joint 0" in dict(ds.skipped)[4]
+    # the same frames under center_type='joint_mean' are reported as bad labels, not as 'invalid' centres
+    ds = _warnings_of(lambda: NYUDataset(root, "test", skip_bad=True, center_type="joint_mean"))[0]
+    assert ds.frames.tolist() == [0, 2] and all(r.startswith("bad label") for _, r in ds.skipped)
+    v2, msgs = _warnings_of(lambda: NYUDataset(root, "test", view=2, frames=[0, 1, 3, 4]))
+    assert msgs == [] and len(v2) == 4  # view 1's bad labels do not touch view 2
 
 
 def test_views_and_argument_checks(tmp_path):

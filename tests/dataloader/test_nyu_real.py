@@ -1,6 +1,9 @@
 """NYU loader pieces against the real files in ../shared/nyu: centre frame, real-frame crop, exact inverse."""
 from __future__ import annotations
 
+import math
+
+import cv2
 import numpy as np
 import pytest
 
@@ -68,3 +71,51 @@ def test_crop_normalise_inverse_returns_originals(real):
         xyz = uvd_to_xyz(gt_uvd[i], CAM)
         np.testing.assert_allclose(norm_xyz_to_mm(xyz_to_norm_xyz(xyz, center, cube), center, cube), xyz,
                                    atol=1e-3)
+
+
+def _reference_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128):
+    """dsf-method.md §2.3-2.4 followed literally, float64, for one frame (independent of util.geometry)."""
+    fx, fy, cx, cy = camera
+    x, y, z = (float(c) for c in center_xyz)
+    u_c, v_c, d_c = cx + fx * x / z, cy + fy * y / z, z
+    sx, sy, sz = cube
+    x0, x1 = math.floor(u_c - sx / 2 * fx / d_c + 0.5), math.floor(u_c + sx / 2 * fx / d_c + 0.5)
+    y0, y1 = math.floor(v_c - sy / 2 * fy / d_c + 0.5), math.floor(v_c + sy / 2 * fy / d_c + 0.5)
+    near, far = d_c - sz / 2, d_c + sz / 2
+    patch = np.zeros((y1 - y0, x1 - x0))  # zero padding outside the image
+    for i in range(y1 - y0):
+        for j in range(x1 - x0):
+            if 0 <= y0 + i < depth.shape[0] and 0 <= x0 + j < depth.shape[1]:
+                patch[i, j] = depth[y0 + i, x0 + j]
+    patch[(patch > 0) & (patch < near)] = near
+    patch[patch > far] = 0.0
+    w, h = x1 - x0, y1 - y0
+    if w > h:
+        s, width, height = size / w, size, math.floor(h * size / w)
+    else:
+        s, width, height = size / h, math.floor(w * size / h), size
+    resized = cv2.resize(patch.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+    ox, oy = math.floor(size / 2 - width / 2), math.floor(size / 2 - height / 2)
+    crop = np.zeros((size, size))
+    crop[oy:oy + height, ox:ox + width] = resized
+    premax = crop.max()
+    crop[(crop == premax) | (crop == 0)] = far
+    norm = (np.clip(crop, near, far) - d_c) / (sz / 2)
+    M = (np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]]) @ np.diag([s, s, 1.0])
+         @ np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]]))
+    return norm, M, premax, (x0, y0)
+
+
+def test_real_frame_crop_matches_literal_spec(real):
+    nyu, _, centers, _ = real
+    depth = decode_depth(nyu / "sample" / "test" / "depth_1_0000001.png")
+    center = centers[0] * np.array([1.0, -1.0, 1.0])  # the centre file is y up
+    # the refined centre, then a shifted centre with a large cube whose box leaves the image (zero padding)
+    for c, cube in ((center, CUBE), (center + [-60.0, -150.0, 0.0], np.array([500.0, 460.0, 300.0]))):
+        crop, M = crop_depth(depth, c, cube, CAM, 128)
+        ref, M_ref, premax, corner = _reference_crop(depth.astype(np.float64), c, cube, CAM)
+        assert c[2] - cube[2] / 2 < premax < c[2] + cube[2] / 2  # the quirk is active: a hand pixel is premax
+        np.testing.assert_allclose(M, M_ref, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(crop, ref, rtol=0, atol=2e-6)  # float32 vs float64 arithmetic only
+        assert np.array_equal(crop == 1.0, ref == 1.0)
+    assert corner[0] < 0 and corner[1] < 0  # the second box starts left of and above the image

@@ -3,6 +3,7 @@ with the rendered crops and with the NYU loader's conventions."""
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 
 import numpy as np
@@ -10,9 +11,10 @@ import pytest
 import torch
 
 from dataloader.nyu_joints import nyu36_from_mano21
+from dataloader.depth_io import DataFileError
 from dataloader.synthetic import (InfiniteShuffleSampler, SyntheticParams, SyntheticRenderer,
-                                  builtin_pose_params, load_hands_params, occlusion_mask, occlusion_spheres,
-                                  param_loader, random_rotations, render_synthetic_batch)
+                                  builtin_pose_params, find_hands_params, load_hands_params, occlusion_mask,
+                                  occlusion_spheres, param_loader, random_rotations, render_synthetic_batch)
 from render.mano_layer import ManoLayer, batch_rodrigues
 from render.mano_params import ManoParams
 from util.camera import NYU_CAMERA
@@ -51,10 +53,54 @@ def test_hands_param_files(tmp_path):
     np.savetxt(tmp_path / "hands-shape.txt", cols["shape"][:, :9], fmt="%.6f")
     with pytest.raises(ValueError, match=r"hands-shape\.txt: expected 10 columns"):
         load_hands_params(tmp_path)
+    (tmp_path / "hands-shape.txt").write_text("\n  \n")  # empty (whitespace only)
+    with pytest.raises(DataFileError, match=r"hands-shape\.txt: file is empty \(expected N > 0 rows of 10"):
+        load_hands_params(tmp_path)
+    (tmp_path / "hands-shape.txt").write_bytes(b"")
+    with pytest.raises(DataFileError, match=r"hands-shape\.txt: file is empty"):
+        load_hands_params(tmp_path)
     np.savetxt(tmp_path / "hands-shape.txt", cols["shape"], fmt="%.6f")
     (tmp_path / "hands-trans.txt").unlink()
     with pytest.raises(FileNotFoundError, match="hands-trans.txt"):
         load_hands_params(tmp_path)
+
+
+def _write_hands(d, n: int, value: float) -> None:
+    d.mkdir(parents=True)
+    for k, w in {"glb": 3, "pose": 45, "shape": 10, "scale": 1, "trans": 3}.items():
+        np.savetxt(d / f"hands-{k}.txt", np.full((n, w), value), fmt="%.3f")
+
+
+def test_find_hands_params_and_source_choice(tmp_path, caplog):
+    data = tmp_path / "data" / "nyu"  # a data root; the official files sit next to it
+    data.mkdir(parents=True)
+    assert find_hands_params(tmp_path / "data") is None and find_hands_params(tmp_path / "nowhere") is None
+    coeffs = np.random.default_rng(0).normal(size=(4, 45))
+    roots = (data.parent, data)
+    builtin = SyntheticParams.from_source("", coeffs, n_builtin=6, search_roots=roots)
+    assert len(builtin) == 6 and builtin.source.startswith("built-in: 6 vectors from MANO hands_coeffs")
+    assert str(data.parent) in builtin.source
+
+    _write_hands(data / "posePara_lm_collosion", 3, 0.5)  # second layout, under the data root
+    assert find_hands_params(data) == data / "posePara_lm_collosion"
+    p = SyntheticParams.from_source("", coeffs, search_roots=roots)
+    assert len(p) == 3 and torch.all(p.params == 0.5)
+    assert p.source == f"hands files: {data / 'posePara_lm_collosion'} (3 vectors)"
+
+    official = data.parent / "hands20" / "posePara_lm_collosion"  # official layout, first search root wins
+    _write_hands(official, 2, 0.25)
+    assert find_hands_params(data.parent) == official
+    with caplog.at_level(logging.INFO, logger="dataloader.synthetic"):
+        p = SyntheticParams.from_source("", coeffs, search_roots=roots)
+    assert len(p) == 2 and torch.all(p.params == 0.25) and str(official) in p.source
+    assert f"synthetic pose source: hands files: {official}" in caplog.text
+    # an explicit directory beats the search; an incomplete set is an error, not a silent fallback
+    p = SyntheticParams.from_source(str(data / "posePara_lm_collosion"), coeffs, search_roots=roots)
+    assert len(p) == 3
+    (official / "hands-scale.txt").unlink()
+    assert find_hands_params(data.parent) == official
+    with pytest.raises(FileNotFoundError, match="hands-scale.txt"):
+        SyntheticParams.from_source("", coeffs, search_roots=roots)
 
 
 def test_builtin_source_interpolates_captured_poses():
@@ -98,7 +144,7 @@ def test_infinite_sampler_and_param_loader():
 
 def test_batch_shapes_and_consistent_labels(batch):
     B = 12
-    shapes = {"depth": (B, 1, 128, 128), "depth_clean": (B, 1, 128, 128), "joints_xyz_norm": (B, 14, 3),
+    shapes = {"depth": (B, 1, 128, 128), "depth_unoccluded": (B, 1, 128, 128), "joints_xyz_norm": (B, 14, 3),
               "joints_uvd_norm": (B, 14, 3), "joints_xyz_norm21": (B, 21, 3), "joints_uvd_norm21": (B, 21, 3),
               "verts_xyz_norm": (B, 779, 3), "verts_uvd_norm": (B, 779, 3), "center_xyz": (B, 3),
               "cube": (B, 3), "M": (B, 3, 3), "params": (B, 62)}
@@ -127,7 +173,7 @@ def test_batch_shapes_and_consistent_labels(batch):
 
 
 def test_joints_land_on_rendered_hand_pixels(batch):
-    clean = batch["depth_clean"][:, 0]
+    clean = batch["depth_unoccluded"][:, 0]  # joints vs the whole hand (occlusion removes some of it)
     assert clean.min() >= -1 and clean.max() <= 1 and (clean == 1).float().mean() > 0.15
     uvd = batch["joints_uvd_norm21"]
     px = ((uvd[..., :2] + 1) * 64).round().long().clamp(0, 127)
@@ -146,7 +192,7 @@ def test_occlusion_spheres_and_mask(batch):
     n = occ.joint_ids.numel()
     assert 3 <= n <= 9 and occ.joint_ids.unique().numel() == n
     assert ((occ.centers - uvd[:, occ.joint_ids]).abs() <= 0.15 + 1e-6).all() and occ.radii.max() <= 0.3
-    depth = batch["depth_clean"]
+    depth = batch["depth_unoccluded"]
     mask = occlusion_mask(depth, occ).numpy()
     # float64 loop reference with pixel centres 2 (j + 0.5) / 128 - 1 and each pixel's own depth
     d = depth.double().numpy()[:, 0]
@@ -158,8 +204,8 @@ def test_occlusion_spheres_and_mask(batch):
                 ref[i, j] = np.any(np.linalg.norm(occ.centers[b].double().numpy() - p, axis=1)
                                    < occ.radii[b].double().numpy())
         np.testing.assert_array_equal(mask[b, 0][:, ::3], ref[:, ::3])
-    # in the batch: the occluded input differs from the clean render only by pixels set to background
-    diff = batch["depth"] != batch["depth_clean"]
+    # in the batch: the masked depth differs from the un-occluded render only by pixels set to background
+    diff = batch["depth"] != batch["depth_unoccluded"]
     assert diff.any() and (batch["depth"][diff] == 1).all()
 
 
@@ -170,7 +216,7 @@ def test_deterministic_module_and_view_augmentation(layer, standin_model):
     b = ren(params, torch.Generator().manual_seed(9))
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert torch.equal(a["depth"], a["depth_clean"])  # occlusion off
+    assert torch.equal(a["depth"], a["depth_unoccluded"])  # occlusion off
     rotating = SyntheticRenderer(layer, CAM, 250.0, occlusion=False, view_aug="octant")
     rot = rotating(params, torch.Generator().manual_seed(9))
 
