@@ -3,11 +3,12 @@
 Two containers are accepted:
 
 - ``MANO_RIGHT.pkl`` (MANO v1.2): a Python-2 pickle of a plain ``dict``. It is untrusted input, so it is
-  read by a restricted unpickler that accepts exactly the globals the official file uses (numpy array
-  reconstruction, ``set``, the chumpy ``Ch`` / ``Select`` classes and scipy's ``csc_matrix``) and refuses
-  every other global *before* anything can be called. Each accepted global is replaced by an inert record
-  of its arguments and state; arrays, chumpy values and the sparse regressor are computed afterwards with
-  plain numpy from validated records (no chumpy, no scipy needed).
+  read by a restricted unpickler that accepts exactly the 7 globals the official file uses (numpy array
+  reconstruction, ``set``, the chumpy ``Ch`` / ``Select`` classes and ``scipy.sparse.csc.csc_matrix``;
+  formats.md §1.1, plus the two Python-3 spellings §1.3 names) and refuses every other global *before*
+  anything can be called. Each accepted global resolves to an immutable sentinel or record class that can
+  only produce fresh inert records of arguments and state; arrays, chumpy values and the sparse regressor
+  are computed afterwards with plain numpy from validated records (no chumpy, no scipy needed).
 - ``.npz`` (no pickle) with the same key names, dense ``J_regressor`` (``save_mano_npz`` writes one).
 
 Everything is validated; any problem raises ``ManoFormatError`` naming the file, the key and what was
@@ -16,6 +17,7 @@ expected. Geometry stays in metres, as stored.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import re
 import zipfile
@@ -32,6 +34,8 @@ NUM_POSE_BASIS = 135  # 15 finger joints x 9 entries of (R - I)
 NUM_HAND_POSE = 45  # 15 finger joints x 3 axis-angle values
 #: rows of the skinning weights and of the joint regressor must sum to 1; loose enough for float32 files
 ROW_SUM_TOL = 1e-4
+#: weights and regressor entries must be >= -NEGATIVE_TOL (the real file's are all >= 0)
+NEGATIVE_TOL = 1e-6
 #: the root's parent as stored in ``kintree_table`` (uint32 -1)
 _ROOT_PARENT_STORED = 2**32 - 1
 
@@ -81,93 +85,205 @@ class ManoModel:
 # --------------------------------------------------------------------------------------------------
 # restricted unpickling
 #
-# Every allowed global maps to an inert recorder: unpickling only builds these records, dicts, tuples, lists,
-# sets and strings. Arrays are made afterwards by ``np.frombuffer`` from validated records, so no numpy code
-# (not even ``dtype.__setstate__``) ever sees untrusted arguments.
+# The C unpickler can reach a resolved global in four ways: call it (REDUCE / OBJ / INST), instantiate it
+# (NEWOBJ / NEWOBJ_EX, which require a class), BUILD on it (``__setstate__`` or setattr), or push it as a
+# value. Hence:
+# - the numpy globals and ``set`` resolve to *per-unpickler* sentinel instances of ``__slots__ = ()`` classes
+#   (no ``__dict__``: nothing can be set on them); ``__setstate__`` refuses, ``__call__`` only ever returns a
+#   fresh record (or a fresh ``set``); ``numpy.ndarray`` is not callable and is recognised by identity;
+# - the chumpy / csc globals resolve to record classes (NEWOBJ needs a class) whose metaclass refuses
+#   attribute assignment, so BUILD on the class itself changes nothing; ``__new__`` makes a fresh record
+#   whose ``__setstate__`` accepts exactly one state of the expected type.
+# Unpickling thus only builds records, dicts, tuples, lists, sets and strings. Arrays are made afterwards by
+# ``np.frombuffer`` from validated records, so no numpy code (not even ``dtype.__setstate__``) ever sees
+# untrusted arguments.
 
 
-class _Recorded:
-    """Base of the inert stand-ins: accepts constructor arguments and keeps the ``BUILD`` state."""
+class _Frozen(type):
+    """Metaclass of every class a pickle can reach: assigning or deleting class attributes is refused."""
 
-    def __init__(self, *args):
-        self.args = args
-        self.state = None
+    def __setattr__(cls, name, value):
+        raise ManoFormatError(f"refusing to set attribute {name!r} on {cls.__name__}")
 
+    def __delattr__(cls, name):
+        raise ManoFormatError(f"refusing to delete attribute {name!r} of {cls.__name__}")
+
+
+class _InstanceOnly:
+    """Descriptor for ``_Record.__setstate__``: BUILD on a record *class* (the global itself) is refused."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __get__(self, obj, owner):
+        if obj is None:
+            def refuse(*_):
+                raise ManoFormatError(f"refusing BUILD on the global {owner.global_name}")
+            return refuse
+        return self.fn.__get__(obj, owner)
+
+
+class _Record(metaclass=_Frozen):
+    """A fresh inert stand-in object: the constructor arguments and the one ``BUILD`` state."""
+
+    __slots__ = ("args", "state")
+    global_name = "?"  # class constants (read-only through the metaclass)
+    _state_type: type = dict
+
+    def __new__(cls, *args):
+        obj = super().__new__(cls)
+        obj.args = args
+        obj.state = None
+        return obj
+
+    @_InstanceOnly
     def __setstate__(self, state):
+        if self.state is not None or not isinstance(state, self._state_type):
+            raise ManoFormatError(
+                f"{self.global_name}: expected one {self._state_type.__name__} state, got "
+                f"{type(state).__name__}{' (a second BUILD)' if self.state is not None else ''}"
+            )
         self.state = state
 
 
-class _ChumpyCh(_Recorded):
+class _ChumpyCh(_Record):
     """``chumpy.ch.Ch``: value = ``state['x']``."""
 
+    __slots__ = ()
+    global_name = "chumpy.ch.Ch"
 
-class _ChumpySelect(_Recorded):
+
+class _ChumpySelect(_Record):
     """``chumpy.reordering.Select``: value = ``a.ravel()[idxs].reshape(preferred_shape)``."""
 
+    __slots__ = ()
+    global_name = "chumpy.reordering.Select"
 
-class _CscMatrix(_Recorded):
-    """``scipy.sparse.csc_matrix``: ``data/indices/indptr/_shape``, densified by ``_densify_csc``."""
+
+class _CscMatrix(_Record):
+    """``scipy.sparse.csc.csc_matrix``: ``_shape/data/indices/indptr``, densified by ``_densify_csc``."""
+
+    __slots__ = ()
+    global_name = "scipy.sparse.csc.csc_matrix"
 
 
-class _DtypeRecord(_Recorded):
+class _DtypeRecord(_Record):
     """``numpy.dtype(code, align, copy)`` + state ``(version, byteorder, ...)``."""
 
+    __slots__ = ()
+    global_name = "numpy.dtype"
+    _state_type = tuple
 
-class _ArrayRecord(_Recorded):
+
+class _ArrayRecord(_Record):
     """``_reconstruct(ndarray, (0,), 'b')`` + state ``(1, shape, dtype, is_fortran, raw bytes)``."""
 
+    __slots__ = ()
+    global_name = "numpy.core.multiarray._reconstruct"
+    _state_type = tuple
 
-class _NdarrayMarker:
-    """Stands for the ``numpy.ndarray`` global (only ever an argument of ``_reconstruct``)."""
+
+class _Sentinel(metaclass=_Frozen):
+    """What a numpy / ``set`` global resolves to; made per unpickler, compared by identity, immutable."""
+
+    __slots__ = ()
+    global_name = "?"
+
+    def __setstate__(self, state):
+        raise ManoFormatError(f"refusing BUILD on the global {self.global_name}")
+
+    def __call__(self, *args):
+        raise ManoFormatError(f"the global {self.global_name} is not callable in a MANO pickle")
 
 
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _ArrayRecord,
-    ("numpy._core.multiarray", "_reconstruct"): _ArrayRecord,
-    ("numpy", "ndarray"): _NdarrayMarker,
-    ("numpy", "dtype"): _DtypeRecord,
-    ("__builtin__", "set"): set,
-    ("builtins", "set"): set,
+class _NdarraySentinel(_Sentinel):
+    """``numpy.ndarray``: only ever the first argument of ``_reconstruct``."""
+
+    __slots__ = ()
+    global_name = "numpy.ndarray"
+
+
+class _ReconstructSentinel(_Sentinel):
+    __slots__ = ()
+    global_name = "numpy.core.multiarray._reconstruct"
+
+    def __call__(self, *args):
+        return _ArrayRecord(*args)
+
+
+class _DtypeSentinel(_Sentinel):
+    __slots__ = ()
+    global_name = "numpy.dtype"
+
+    def __call__(self, *args):
+        return _DtypeRecord(*args)
+
+
+class _SetSentinel(_Sentinel):
+    __slots__ = ()
+    global_name = "set"
+
+    def __call__(self, *args):
+        if len(args) > 1:
+            raise ManoFormatError("set() takes at most one argument")
+        return set(*args)  # a fresh builtin set (chumpy's ``_dirty_vars``); its contents are never used
+
+
+#: module + name as a pickle spells it -> what it resolves to (a sentinel kind or a record class). Exactly
+#: the 7 globals of formats.md §1.1, plus the two alternative spellings formats.md §1.3 names: a pickle
+#: re-written by Python 3 / numpy 2 says ``builtins.set`` and ``numpy._core.multiarray._reconstruct``.
+_ALLOWED_GLOBALS: dict[tuple[str, str], type] = {
+    ("numpy.core.multiarray", "_reconstruct"): _ReconstructSentinel,
+    ("numpy._core.multiarray", "_reconstruct"): _ReconstructSentinel,
+    ("numpy", "ndarray"): _NdarraySentinel,
+    ("numpy", "dtype"): _DtypeSentinel,
+    ("__builtin__", "set"): _SetSentinel,
+    ("builtins", "set"): _SetSentinel,
     ("chumpy.ch", "Ch"): _ChumpyCh,
     ("chumpy.reordering", "Select"): _ChumpySelect,
     ("scipy.sparse.csc", "csc_matrix"): _CscMatrix,
-    ("scipy.sparse._csc", "csc_matrix"): _CscMatrix,
-    ("scipy.sparse", "csc_matrix"): _CscMatrix,
 }
 _MAX_NESTING = 8  # the real file nests dict -> Select -> dict -> Ch -> dict -> array
-_DTYPE_CODE = re.compile(r"[fiub][1248]")  # numeric dtypes only (float, int, uint, bool)
+_DTYPE_CODE = re.compile(r"f[248]|[iu][1248]|b1")  # numeric dtypes only (float, int, uint, bool)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals of the official MANO pickle; anything else is refused, never imported."""
 
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        # one sentinel per kind for this unpickler; the record classes are immutable and shared
+        kinds = set(_ALLOWED_GLOBALS.values())
+        self._sentinels = {kind: kind() for kind in kinds if issubclass(kind, _Sentinel)}
+        self.ndarray = self._sentinels[_NdarraySentinel]
+
     def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
+        kind = _ALLOWED_GLOBALS.get((module, name))
+        if kind is None:
             raise ManoFormatError(
                 f"refusing global {module}.{name}: a MANO pickle only references numpy arrays, set, "
-                "chumpy Ch/Select and scipy csc_matrix"
-            ) from None
+                "chumpy Ch/Select and scipy.sparse.csc.csc_matrix (formats.md §1.1)"
+            )
+        return self._sentinels.get(kind, kind)
 
     def persistent_load(self, pid):
         raise ManoFormatError("refusing a persistent id: a MANO pickle has none")
 
 
-# what unpickling corrupt or truncated bytes (or the recorders on bad arguments) can raise
-_UNPICKLING_FAILURES = (
+#: what unpickling corrupt or truncated bytes, or computing on a hostile file's values, can raise
+_CONTENT_FAILURES = (
     pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
     OverflowError, MemoryError, RecursionError,
 )
 
 
-def _make_array(record: _ArrayRecord) -> np.ndarray:
+def _make_array(record: _ArrayRecord, ndarray: _NdarraySentinel) -> np.ndarray:
     """The ndarray an ``_ArrayRecord`` describes, after checking every field (raises ValueError)."""
     state = record.state
-    if not isinstance(state, tuple) or len(state) not in (4, 5) or record.args[:1] != (_NdarrayMarker,):
+    if not isinstance(state, tuple) or len(state) not in (4, 5) or record.args[:1] != (ndarray,):
         raise ValueError("malformed ndarray record")
     shape, dtype_rec, fortran, raw = state[-4:]  # version 1 states lead with the version number
-    if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+    if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
         raise ValueError(f"bad array shape {shape!r}")
     code = dtype_rec.args[0] if isinstance(dtype_rec, _DtypeRecord) and dtype_rec.args else None
     if not isinstance(code, str) or not _DTYPE_CODE.fullmatch(code):
@@ -175,15 +291,15 @@ def _make_array(record: _ArrayRecord) -> np.ndarray:
     order = dtype_rec.state[1] if isinstance(dtype_rec.state, tuple) and len(dtype_rec.state) > 1 else "="
     dtype = np.dtype((order if order in ("<", ">") else "=") + code)
     data = raw.encode("latin1") if isinstance(raw, str) else raw  # Py2 str payloads arrive as latin1 str
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # exact Python int: a huge declared shape cannot wrap around
     if not isinstance(data, bytes) or len(data) != count * dtype.itemsize:
         raise ValueError(f"array payload does not hold {count} values of {dtype}")
     arr = np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
     return arr.astype(dtype.newbyteorder("="))  # an owned, writable, native-order copy
 
 
-def _materialise(obj, where: str = "", depth: int = 0):
-    """Replace array records by ndarrays inside containers and stub states (depth-limited: no cycles).
+def _materialise(obj, ndarray: _NdarraySentinel, where: str = "", depth: int = 0):
+    """Replace array records by ndarrays inside containers and record states (depth-limited: no cycles).
 
     ``where`` names the top-level key for error messages.
     """
@@ -191,25 +307,26 @@ def _materialise(obj, where: str = "", depth: int = 0):
         raise ManoFormatError(f"{where}: objects nested deeper than {_MAX_NESTING} levels")
     if isinstance(obj, _ArrayRecord):
         try:
-            return _make_array(obj)
+            return _make_array(obj, ndarray)
         except ValueError as err:
             raise ManoFormatError(f"{where}: {err}") from None
     if isinstance(obj, dict):
-        return {k: _materialise(v, where or f"key {k!r}", depth + 1) for k, v in obj.items()}
+        return {k: _materialise(v, ndarray, where or f"key {k!r}", depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialise(v, where, depth + 1) for v in obj)
+        return type(obj)(_materialise(v, ndarray, where, depth + 1) for v in obj)
     if isinstance(obj, (_ChumpyCh, _ChumpySelect, _CscMatrix)):
-        obj.state = _materialise(obj.state, where, depth + 1)
+        obj.state = _materialise(obj.state, ndarray, where, depth + 1)
     return obj
 
 
 def _unpickle(path: Path) -> dict:
     raw = path.read_bytes()
     try:
-        obj = _materialise(_RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load())
+        unpickler = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1")
+        obj = _materialise(unpickler.load(), unpickler.ndarray)
     except ManoFormatError as err:
         raise ManoFormatError(f"{path}: {err}") from None
-    except _UNPICKLING_FAILURES as err:  # untrusted bytes: the unpickler failing means "not a MANO pickle"
+    except _CONTENT_FAILURES as err:  # untrusted bytes: the unpickler failing means "not a MANO pickle"
         raise ManoFormatError(
             f"{path}: not a readable MANO pickle ({type(err).__name__}: {err}); expected a protocol-2 pickle "
             "of a dict"
@@ -248,29 +365,50 @@ def _evaluate(value, key: str, path: Path, depth: int = 0):
     return value
 
 
+#: the only sparse entry of MANO v1.2 and its (rows, cols); a csc_matrix anywhere else is refused
+_SPARSE_SHAPES = {"J_regressor": (NUM_JOINTS, NUM_VERTS)}
+
+
 def _densify_csc(state, key: str, path: Path) -> np.ndarray:
-    """Dense (rows, cols) array from a pickled ``csc_matrix`` state; duplicate entries accumulate."""
+    """Dense (rows, cols) float64 array from a pickled old-scipy ``csc_matrix`` state.
+
+    Column j owns entries ``indptr[j]:indptr[j+1]``; duplicate entries accumulate. Everything is checked
+    against the expected shape *before* anything is allocated, so a hostile ``_shape`` cannot ask for memory.
+    """
+    where = f"{path}: key '{key}'"
+    expected = _SPARSE_SHAPES.get(key)
+    if expected is None:
+        raise ManoFormatError(f"{where}: unexpected csc_matrix (only J_regressor is sparse in MANO v1.2)")
+    rows, cols = expected
     if not isinstance(state, dict) or not {"data", "indices", "indptr"} <= set(state):
-        raise ManoFormatError(f"{path}: key '{key}': csc_matrix without data/indices/indptr")
+        raise ManoFormatError(f"{where}: csc_matrix without data/indices/indptr")
     shape = state.get("_shape", state.get("shape"))
+    if not (isinstance(shape, (tuple, list)) and all(type(s) is int for s in shape)
+            and tuple(shape) == expected):
+        raise ManoFormatError(f"{where}: csc_matrix '_shape' must be {expected}, got {shape!r}")
     data, indices, indptr = (np.asarray(state[k]) for k in ("data", "indices", "indptr"))
-    try:
-        rows, cols = (int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise ManoFormatError(f"{path}: key '{key}': csc_matrix has no valid '_shape'") from None
-    ok = (
-        indptr.ndim == 1 and indptr.size == cols + 1 and indptr.dtype.kind in "iu"
-        and indices.dtype.kind in "iu" and data.ndim == 1 and indices.shape == data.shape
-        and indptr[0] == 0 and indptr[-1] == data.size and np.all(np.diff(indptr) >= 0)
-        and (indices.size == 0 or (indices.min() >= 0 and indices.max() < rows))
-    )
-    if not ok:
+    if not (data.ndim == 1 and data.dtype.kind in "fiu" and indices.dtype.kind in "iu"
+            and indices.shape == data.shape):
         raise ManoFormatError(
-            f"{path}: key '{key}': inconsistent csc_matrix arrays for shape ({rows}, {cols})"
+            f"{where}: csc_matrix needs 1-D numeric 'data' and integer 'indices' of the same length, got "
+            f"{data.dtype}{data.shape} and {indices.dtype}{indices.shape}"
         )
-    dense = np.zeros((rows, cols), dtype=np.float64)
-    col_of_entry = np.repeat(np.arange(cols), np.diff(indptr))  # column j owns entries indptr[j]:indptr[j+1]
-    np.add.at(dense, (indices, col_of_entry), data)
+    if not (indptr.dtype.kind in "iu" and indptr.shape == (cols + 1,)):
+        raise ManoFormatError(
+            f"{where}: csc_matrix of shape {expected} needs an integer 'indptr' of {cols + 1} entries, got "
+            f"{indptr.dtype}{indptr.shape}"
+        )
+    # int64 before differencing: unsigned differences would wrap instead of going negative
+    indptr, indices = indptr.astype(np.int64), indices.astype(np.int64)
+    if not (indptr[0] == 0 and indptr[-1] == data.size and np.all(np.diff(indptr) >= 0)):
+        raise ManoFormatError(
+            f"{where}: csc_matrix 'indptr' must rise monotonically from 0 to {data.size} (the entry count)"
+        )
+    if indices.size and (indices.min() < 0 or indices.max() >= rows):
+        raise ManoFormatError(f"{where}: csc_matrix row indices must lie in 0..{rows - 1}")
+    dense = np.zeros(expected, dtype=np.float64)
+    col_of_entry = np.repeat(np.arange(cols), np.diff(indptr))
+    np.add.at(dense, (indices, col_of_entry), data.astype(np.float64))
     return dense
 
 
@@ -278,7 +416,7 @@ def _read_npz(path: Path) -> dict:
     try:  # our own handle: numpy leaks the one it opens when the zip is corrupt
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as err:
         raise ManoFormatError(f"{path}: not a readable MANO .npz ({type(err).__name__}: {err})") from None
 
 
@@ -317,6 +455,16 @@ def _array(raw: dict, key: str, shape: tuple, kinds: str, path: Path) -> np.ndar
 
 def _fmt(shape: tuple) -> str:
     return str(tuple("N" if s is None else s for s in shape)).replace("'", "")
+
+
+def _check_nonnegative(arr: np.ndarray, key: str, path: Path) -> None:
+    """Skinning weights and regressor entries are convex-combination coefficients: none may be negative."""
+    if arr.min() < -NEGATIVE_TOL:
+        row, col = np.unravel_index(int(arr.argmin()), arr.shape)
+        raise ManoFormatError(
+            f"{path}: key '{key}': entries must be >= 0 (tolerance {NEGATIVE_TOL}); entry ({row}, {col}) is "
+            f"{arr[row, col]:.6g}"
+        )
 
 
 def _check_rows_sum_to_one(arr: np.ndarray, key: str, path: Path) -> None:
@@ -361,8 +509,9 @@ def _build_model(raw: dict, path: Path) -> ManoModel:
             f"{path}: key 'shapedirs': expected at least {NUM_BETAS} components, got shape "
             f"{arrays['shapedirs'].shape}"
         )
-    _check_rows_sum_to_one(arrays["weights"], "weights", path)
-    _check_rows_sum_to_one(arrays["J_regressor"], "J_regressor", path)
+    for key in ("weights", "J_regressor"):
+        _check_nonnegative(arrays[key], key, path)
+        _check_rows_sum_to_one(arrays[key], key, path)
     if faces.min() < 0 or faces.max() >= NUM_VERTS:
         raise ManoFormatError(f"{path}: key 'f': vertex indices must lie in 0..{NUM_VERTS - 1}")
     parents = _parents_from_kintree(tree, path)
@@ -406,7 +555,14 @@ def load_mano(path: str | Path) -> ManoModel:
     with open(path, "rb") as fh:
         magic = fh.read(4)
     raw = _read_npz(path) if magic == b"PK\x03\x04" else _unpickle(path)
-    return _build_model(raw, path)
+    try:
+        return _build_model(raw, path)
+    except ManoFormatError:
+        raise
+    except _CONTENT_FAILURES as err:  # a check missed by the validation: still "bad file", never a traceback
+        raise ManoFormatError(
+            f"{path}: invalid MANO model content ({type(err).__name__}: {err}); expected formats.md §1.2"
+        ) from None
 
 
 def save_mano_npz(model: ManoModel, path: str | Path) -> None:

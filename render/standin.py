@@ -24,6 +24,7 @@ import math
 import os
 import pickle
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from scipy import sparse
@@ -614,6 +615,23 @@ def _f32(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float32).astype(np.float64)
 
 
+def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (float64) with each entry the exact sum of exact products, rounded once to float64.
+
+    No BLAS (whose blocking and FMA use vary by machine): every entry is the correctly rounded exact value,
+    so the result, and the file bytes, are the same on every IEEE-754 machine. Zeros of ``a`` are skipped
+    (the regressor is sparse), which keeps the exact rational arithmetic cheap.
+    """
+    out = np.empty((a.shape[0], b.shape[1]))
+    for i in range(a.shape[0]):
+        nz = np.flatnonzero(a[i])
+        terms = [(Fraction(float(a[i, k])), [Fraction(float(x)) for x in b[k]]) for k in nz]
+        for j in range(b.shape[1]):
+            exact = sum((w * row[j] for w, row in terms), Fraction(0))
+            out[i, j] = float(exact)  # int / int true division: correctly rounded
+    return out
+
+
 def _build() -> tuple[dict, np.ndarray]:
     """The 13 model entries (plain arrays, MANO vertex ids) and the 20-component shape array (778, 3, 20)."""
     layout = _build_mesh()
@@ -625,7 +643,7 @@ def _build() -> tuple[dict, np.ndarray]:
     v_template[new_id] = _f32(pos)
     j_reg = np.empty((NUM_JOINTS, NUM_VERTS))
     j_reg[:, new_id] = reg
-    wrist = j_reg[0] @ v_template
+    wrist = _exact_matmul(j_reg[:1], v_template)[0]
     shapes = np.empty((NUM_VERTS, 3, 20))
     shapes[new_id] = _f32(_shape_fields(layout, wrist))
     w = np.empty((NUM_VERTS, NUM_JOINTS))
@@ -637,7 +655,7 @@ def _build() -> tuple[dict, np.ndarray]:
         "f": new_id[faces].astype(np.uint32),
         "J_regressor": j_reg,
         "kintree_table": np.stack([parents, np.arange(NUM_JOINTS, dtype=np.int64)]),
-        "J": j_reg @ v_template,
+        "J": _exact_matmul(j_reg, v_template),  # fixed, exact arithmetic: same bytes everywhere
         "bs_style": "lbs",
         "hands_coeffs": _f32(coeffs),
         "weights": w,

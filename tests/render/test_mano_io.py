@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
+import render.mano_io as mano_io
 from render.mano_io import ManoFormatError, ManoModel, load_mano, save_mano_npz
 
 #: the globals of the official MANO v1.2 pickle (formats.md §1.1)
@@ -56,8 +57,20 @@ class _Py2StylePickler(pickle.Pickler):
         return NotImplemented
 
 
+class CscState(dict):
+    """A value written as an old-scipy ``csc_matrix`` object with exactly this state (for corrupt files)."""
+
+
+def csc_state(dense: np.ndarray) -> CscState:
+    csc = scipy.sparse.csc_matrix(dense)
+    return CscState(_shape=csc.shape, data=csc.data, indices=csc.indices, indptr=csc.indptr, maxprint=50)
+
+
 def official_style_pickle(raw: dict) -> bytes:
-    """Pickle a MANO key dict like the v1.2 file: shapedirs a chumpy Select(Ch), J_regressor a csc_matrix."""
+    """Pickle a MANO key dict like the v1.2 file: shapedirs a chumpy Select(Ch), J_regressor a csc_matrix.
+
+    A :class:`CscState` value (any key) is written as a csc_matrix with exactly that state.
+    """
     mods = _fake_modules()
     with pytest.MonkeyPatch.context() as mp:
         for name, mod in mods.items():
@@ -73,11 +86,12 @@ def official_style_pickle(raw: dict) -> bytes:
             sel.__dict__.update(a=ch, idxs=idxs, preferred_shape=sd.shape, _dirty_vars=set())
             obj["shapedirs"] = sel
         if "J_regressor" in obj and isinstance(obj["J_regressor"], np.ndarray):
-            csc = scipy.sparse.csc_matrix(obj["J_regressor"])
-            marker = mods["scipy.sparse.csc"].csc_matrix()
-            marker.__dict__.update(_shape=csc.shape, data=csc.data, indices=csc.indices, indptr=csc.indptr,
-                                   maxprint=50)
-            obj["J_regressor"] = marker
+            obj["J_regressor"] = csc_state(obj["J_regressor"])
+        for key, value in obj.items():
+            if isinstance(value, CscState):
+                marker = mods["scipy.sparse.csc"].csc_matrix()
+                marker.__dict__.update(value)
+                obj[key] = marker
         buf = io.BytesIO()
         _Py2StylePickler(buf, protocol=2).dump(obj)
     # numpy 2 names its module numpy._core; the Py2 file says numpy.core (GLOBAL is text: replacing is safe)
@@ -219,6 +233,134 @@ def test_other_numpy_globals_are_refused(tmp_path):
         load_mano(path)
 
 
+# pickles written opcode by opcode: what a hostile file can do with the globals the reader does allow
+ALLOWED = [("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+           ("numpy", "ndarray"), ("numpy", "dtype"), ("__builtin__", "set"), ("builtins", "set"),
+           ("chumpy.ch", "Ch"), ("chumpy.reordering", "Select"), ("scipy.sparse.csc", "csc_matrix")]
+#: BUILD with a slot-state (None, {'pwned': 'yes'}): setattr(obj, 'pwned', 'yes') unless obj has __setstate__
+SET_PWNED = b"N}U\x05pwnedU\x03yess\x86b"
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + f"{module}\n{name}\n".encode()
+
+
+def _module_snapshot() -> dict:
+    """Every module-level object of render.mano_io and, for classes, a copy of their attributes."""
+    return {name: (obj, dict(vars(obj)) if isinstance(obj, type) else None)
+            for name, obj in vars(mano_io).items()}
+
+
+def _assert_unchanged(before: dict) -> None:
+    after = _module_snapshot()
+    assert after.keys() == before.keys()
+    for name, (obj, attrs) in before.items():
+        assert after[name][0] is obj, name
+        if attrs is not None:
+            assert after[name][1].keys() == attrs.keys(), name
+            assert all(after[name][1][k] is v for k, v in attrs.items()), name
+    for obj in vars(mano_io).values():
+        assert not hasattr(obj, "pwned")
+
+
+def test_build_on_the_ndarray_global_cannot_touch_the_reader(tmp_path):
+    """GLOBAL numpy.ndarray, then BUILD (None, {...}): setattr on whatever the global resolved to."""
+    data = b"\x80\x02" + _global("numpy", "ndarray") + SET_PWNED + b"."
+    assert len(data) == 35
+
+    class Mutable:  # control: resolved to an ordinary class, the same bytes do set an attribute on it
+        pass
+
+    class Control(pickle.Unpickler):
+        def find_class(self, module, name):
+            return Mutable
+
+    assert Control(io.BytesIO(data)).load() is Mutable and Mutable.pwned == "yes"
+
+    before = _module_snapshot()
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(data)
+    with pytest.raises(ManoFormatError, match=r"evil\.pkl: refusing BUILD on the global numpy\.ndarray"):
+        load_mano(path)
+    _assert_unchanged(before)
+
+
+@pytest.mark.parametrize("module,name", ALLOWED)
+@pytest.mark.parametrize("attack", ["slotstate", "dictstate", "newobj", "reduce+build", "newobj+2builds",
+                                    "setitem", "append"])
+def test_allowed_globals_cannot_be_mutated_or_abused(tmp_path, module, name, attack):
+    g = _global(module, name)
+    body = {
+        "slotstate": g + SET_PWNED,                                  # setattr on the resolved object
+        "dictstate": g + b"}U\x05pwnedU\x03yessb",                   # __dict__.update on it
+        "newobj": g + b")\x81" + SET_PWNED,                          # a new object, then setattr on it
+        "reduce+build": g + b")R" + SET_PWNED,                        # call it, then setattr on the result
+        "newobj+2builds": g + b")\x81}b}b",                           # two states for one object
+        "setitem": g + b"U\x05pwnedU\x03yess",                        # item assignment on it
+        "append": g + b"U\x03yesa",                                   # .append on it
+    }[attack]
+    data = b"\x80\x02}U\nv_template" + body + b"s."                   # {'v_template': <attack>}
+    before = _module_snapshot()
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(data)
+    refused = "refusing BUILD on the global" if attack in ("slotstate", "dictstate") else ""
+    with pytest.raises(ManoFormatError, match=rf"evil\.pkl: {refused}"):
+        load_mano(path)
+    _assert_unchanged(before)
+
+
+def test_allowed_globals_only_make_fresh_inert_records():
+    """NEWOBJ / REDUCE on an allowed global give a new slot-only record each time, never a shared object."""
+    ch = _global("chumpy.ch", "Ch")
+    rec = _global("numpy.core.multiarray", "_reconstruct")
+    data = (b"\x80\x02(" + ch + b")\x81" + ch + b")\x81" + ch + b")R" + rec + b")R" + rec + b")R"
+            + _global("builtins", "set") + b")R" + _global("numpy", "ndarray") + b"t.")
+    unpickler = mano_io._RestrictedUnpickler(io.BytesIO(data), encoding="latin1")
+    *records, fresh_set, ndarray = unpickler.load()
+    assert len({id(r) for r in records}) == 5
+    assert [type(r).__name__ for r in records] == ["_ChumpyCh"] * 3 + ["_ArrayRecord"] * 2
+    for r in records:
+        assert not hasattr(r, "__dict__") and r.args == () and r.state is None
+    assert fresh_set == set()
+    assert ndarray is unpickler.ndarray and not hasattr(ndarray, "__dict__")
+    other = mano_io._RestrictedUnpickler(io.BytesIO(b"\x80\x02" + _global("numpy", "ndarray") + b"."))
+    assert other.load() is not ndarray  # sentinels are per unpickler
+
+
+def test_only_the_globals_formats_md_names_are_allowed(tmp_path):
+    assert {f"{m} {n}" for m, n in ALLOWED} == OFFICIAL_GLOBALS | {"numpy._core.multiarray _reconstruct",
+                                                                   "builtins set"}
+    for module, name in [("scipy.sparse._csc", "csc_matrix"), ("scipy.sparse", "csc_matrix"),
+                         ("numpy.core.multiarray", "scalar"), ("builtins", "getattr")]:
+        path = tmp_path / "other.pkl"
+        path.write_bytes(b"\x80\x02" + _global(module, name) + b")R.")
+        with pytest.raises(ManoFormatError, match=rf"refusing global {module}\.{name}"):
+            load_mano(path)
+
+
+#: single-byte opcodes without arguments: swapping one for another keeps the byte stream parseable
+_STRUCTURAL = {"REDUCE": b"R", "BUILD": b"b", "NEWOBJ": b"\x81", "TUPLE1": b"\x85", "TUPLE2": b"\x86",
+               "TUPLE3": b"\x87", "EMPTY_DICT": b"}", "EMPTY_TUPLE": b")", "EMPTY_LIST": b"]",
+               "SETITEM": b"s", "SETITEMS": b"u", "MARK": b"(", "APPEND": b"a", "APPENDS": b"e",
+               "TUPLE": b"t", "NONE": b"N", "DICT": b"d", "LIST": b"l", "POP": b"0", "DUP": b"2",
+               "NEWTRUE": b"\x88"}
+
+
+def test_opcode_mutations_give_a_model_or_mano_format_error(tmp_path, oracle_raw):
+    """Any structurally mangled official-style pickle is either read or refused: never another exception."""
+    data = official_style_pickle({k: oracle_raw[k] for k in ("J_regressor", "shapedirs", "weights")})
+    spots = [pos for op, _, pos in pickletools.genops(data) if op.name in _STRUCTURAL]
+    rng = np.random.default_rng(7)
+    path = tmp_path / "mutant.pkl"
+    codes = list(_STRUCTURAL.values())
+    for pos in rng.choice(spots, size=120):
+        mutant = bytearray(data)
+        mutant[pos:pos + 1] = codes[rng.integers(len(codes))]
+        path.write_bytes(bytes(mutant))
+        with pytest.raises(ManoFormatError, match=r"mutant\.pkl: "):  # 3 of the 13 keys: never a full model
+            load_mano(path)
+
+
 # --------------------------------------------------------------------------------------------------
 # corrupt files
 
@@ -241,6 +383,24 @@ def _put(arr, index, value):
     return arr
 
 
+def _make_negative(arr, row, amount):
+    """Row ``row`` gets one entry of -amount, the row sum unchanged (only the sign check can catch it)."""
+    low, high = int(arr[row].argmin()), int(arr[row].argmax())
+    shift = arr[row, low] + amount
+    arr[row, low] -= shift
+    arr[row, high] += shift
+    return arr
+
+
+def _csc(edit, key="J_regressor"):
+    """Write ``key`` as a csc_matrix whose state ``edit`` changed."""
+    return lambda raw: dict(raw, **{key: CscState(edit(csc_state(raw[key])))})
+
+
+def _csc_set(name, fn):
+    return _csc(lambda st: dict(st, **{name: fn(st[name].copy())}))
+
+
 CORRUPTIONS = {
     "missing key": (_drop("weights"), r"missing key 'weights'"),
     "wrong shape": (_set("v_template", lambda a: a[:777]),
@@ -261,6 +421,31 @@ CORRUPTIONS = {
     "not an array": (lambda raw: dict(raw, posedirs="lbs"), r"'posedirs': expected a numeric"),
     "nan": (_set("posedirs", lambda a: _put(a, (1, 2, 3), np.nan)), r"'posedirs': contains NaN"),
     "bs_type": (lambda raw: dict(raw, bs_type="lrotmin2"), r"'bs_type': expected 'lrotmin'"),
+    "negative weight": (_set("weights", lambda a: _make_negative(a, 5, 0.05)),
+                        r"'weights': entries must be >= 0 \(tolerance 1e-06\); entry \(5, \d+\) is -0\.05"),
+    "negative regressor": (_set("J_regressor", lambda a: _make_negative(a, 3, 0.02)),
+                           r"'J_regressor': entries must be >= 0 .*entry \(3, \d+\) is -0\.02"),
+    # the sparse regressor's state is checked against (16, 778) before anything is allocated
+    "csc negative shape": (_csc(lambda st: dict(st, _shape=(-1, 778))),
+                           r"'J_regressor': csc_matrix '_shape' must be \(16, 778\), got \(-1, 778\)"),
+    "csc huge shape": (_csc(lambda st: dict(st, _shape=(10**12, 778))),
+                       r"'J_regressor': csc_matrix '_shape' must be \(16, 778\), got \(1000000000000, 778\)"),
+    "csc float shape": (_csc(lambda st: dict(st, _shape=(16.0, 778))), r"'_shape' must be \(16, 778\)"),
+    "csc without shape": (_csc(lambda st: {k: v for k, v in st.items() if k != "_shape"}),
+                          r"'_shape' must be \(16, 778\), got None"),
+    "csc no indptr": (_csc(lambda st: {k: v for k, v in st.items() if k != "indptr"}),
+                      r"'J_regressor': csc_matrix without data/indices/indptr"),
+    "csc indptr length": (_csc_set("indptr", lambda a: a[:-1]),
+                          r"'indptr' of 779 entries, got int32\(778,\)"),
+    "csc indptr order": (_csc_set("indptr", lambda a: _put(a, 100, a[101] + 1)),
+                         r"'indptr' must rise monotonically from 0 to \d+"),
+    "csc indptr end": (_csc_set("indptr", lambda a: _put(a, -1, a[-1] - 1)),
+                       r"'indptr' must rise monotonically"),
+    "csc row index": (_csc_set("indices", lambda a: _put(a, 7, 16)), r"row indices must lie in 0\.\.15"),
+    "csc data length": (_csc_set("data", lambda a: a[:-1]),
+                        r"'data' and integer 'indices' of the same length"),
+    "csc float indices": (_csc_set("indices", lambda a: a.astype(np.float64)), r"integer 'indices'"),
+    "csc elsewhere": (_csc(lambda st: st, key="weights"), r"'weights': unexpected csc_matrix"),
 }
 
 
@@ -270,6 +455,14 @@ def test_corrupt_pickle_is_refused_with_its_message(tmp_path, oracle_raw, case):
     path = _write(tmp_path, corrupt(oracle_raw))
     with pytest.raises(ManoFormatError, match=rf"MANO_RIGHT\.pkl: .*{message}"):
         load_mano(path)
+
+
+def test_tiny_negative_rounding_noise_is_accepted(tmp_path, oracle_raw):
+    weights = oracle_raw["weights"].astype(np.float64)
+    _make_negative(weights, 5, 5e-7)  # below the 1e-6 tolerance: float noise, not a broken file
+    assert weights.min() < 0
+    model = load_mano(_write(tmp_path, dict(oracle_raw, weights=weights)))
+    np.testing.assert_array_equal(model.weights, weights)
 
 
 def test_corrupt_npz_is_refused(tmp_path, oracle_raw):

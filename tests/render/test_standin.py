@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import math
 import pickle
 import pickletools
 import warnings
@@ -218,6 +219,30 @@ def test_wrist_fan_closes_a_consistent_outward_surface(model):
 def test_fan_orientation_matches_the_official_closure(model, shared_dir):
     official = np.load(shared_dir / "oracle" / "mano_forward.npz")["faces1554"]
     np.testing.assert_array_equal(official[1538:], _closed(model)[2])
+
+
+def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(p, e) with p + e == a * b exactly (Dekker / Veltkamp splitting, float64, no over/underflow here)."""
+    def halves(x):
+        c = 134217729.0 * x  # 2**27 + 1
+        hi = c - (c - x)
+        return hi, x - hi
+
+    p = a * b
+    (ah, al), (bh, bl) = halves(a), halves(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def test_template_joints_are_the_correctly_rounded_regressor_product(model):
+    """J = J_regressor @ v_template, each entry the exact dot rounded once (no BLAS last-bit drift)."""
+    r, v = model["J_regressor"], model["v_template"]
+    exact = np.empty((16, 3))
+    for i in range(16):
+        for c in range(3):
+            p, e = _two_product(r[i], v[:, c])
+            exact[i, c] = math.fsum(np.concatenate([p, e]))  # fsum: correctly rounded sum of exact terms
+    np.testing.assert_array_equal(model["J"], exact)
+    np.testing.assert_allclose(model["J"], r @ v, rtol=0, atol=1e-12)
 
 
 # -------------------------------------------------------------------------------------------- hand geometry
