@@ -62,6 +62,8 @@ class Config:
     cube_size: float = 0.0  # crop cube edge in mm; 0 = dataset default (NYU 250)
     test_cube_split: int = 2440  # NYU test frames >= this use cube * test_cube_scale ...
     test_cube_scale: float = 5.0 / 6.0  # ... only when the test set has the standard 8252 frames
+    crop_sampling: str = "warp"  # warp: crop pixel = frame pixel nearest M^-1(j,i), aligned with rendered crops;
+    #                              resize: the official cv2.resize nearest (about half a frame pixel off)
     center_type: str = "refine"  # refine (refined centre files) | joint_mean (uses labels: not self-supervised)
     augment: bool = True  # training augmentation of real crops: one of rot / com / sc / none
     aug_rotation: float = 180.0  # max in-plane rotation in degrees
@@ -165,7 +167,8 @@ class Config:
         self.phase = self.phase.lower()
         choices = {"phase": PHASES, "train_stage": TRAIN_STAGES, "dataset": DATASETS, "renderer": RENDERERS,
                    "opt": OPTIMIZERS, "scheduler": SCHEDULERS, "synth_view_aug": VIEW_AUGS,
-                   "transfer": TRANSFERS, "center_type": ("refine", "joint_mean")}
+                   "transfer": TRANSFERS, "center_type": ("refine", "joint_mean"),
+                   "crop_sampling": ("warp", "resize")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {set(allowed)}, got {getattr(self, key)!r}")

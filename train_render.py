@@ -106,7 +106,8 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> None:
     layer = ManoLayer(model).to(device)
     renderer = HandRenderer(layer, cfg.camera, cfg.input_size, cfg.renderer).to(device)
     net = build_pose_net(cfg.stage_num, cfg.joint_num, width=cfg.width).to(device)
-    test = NYUDataset(tree, "test", view=cfg.view, cube=cfg.cube, size=cfg.input_size)
+    test = NYUDataset(tree, "test", view=cfg.view, cube=cfg.cube, size=cfg.input_size, camera=cfg.camera,
+                      crop_sampling=cfg.crop_sampling)
     loader = DataLoader(test, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
     preds, gts, first = [], [], None
     for batch in tqdm(loader, desc="demo: test split"):
@@ -131,7 +132,8 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> None:
                                               renderer=renderer).final.mano, b["center_xyz"][:n], b["cube"][:n])
     save_render_comparison(os.path.join(out, "rendered_vs_observed.png"), b["depth"][:n, 0].cpu().numpy(),
                            rendered.depth[:, 0].cpu().numpy())
-    params = SyntheticParams.from_source(cfg.hands_para_dir, model.hands_coeffs, n_builtin=64, seed=cfg.seed)
+    params = SyntheticParams.from_source(cfg.hands_para_dir, model.hands_coeffs, n_builtin=64, seed=cfg.seed,
+                                         search_roots=(os.path.dirname(cfg.data_root), cfg.data_root))
     theta = torch.as_tensor(np.stack([params[i]["params"] for i in range(n)])).to(device)
     synth = render_synthetic_batch(theta, layer, cfg.camera, cfg.cube, torch.Generator().manual_seed(cfg.seed),
                                    size=cfg.input_size, depth_range=cfg.synth_depth_range)

@@ -13,6 +13,18 @@ import numpy as np
 
 from util.geometry import crop_bounds, crop_matrix, crop_resize_shape, xyz_to_uvd
 
+#: how crop pixels sample the frame: ``warp`` = the frame pixel nearest to ``M^-1 (j, i)``, the point whose ray
+#: the renderer samples (rendered and real crops line up, mean offset 0); ``resize`` = the official
+#: ``cv2.resize(INTER_NEAREST)`` of DeepPrior++/DSF (``floor`` mapping: about half a frame pixel up-left).
+CROP_SAMPLINGS = ("warp", "resize")
+
+
+def _resample_nearest(patch: np.ndarray, rw: int, rh: int, s: float) -> np.ndarray:
+    """(rh, rw) resized patch whose pixel (i, j) is the patch pixel nearest to (j / s, i / s) (round half up)."""
+    cols = np.minimum(np.floor(np.arange(rw) / s + 0.5).astype(np.int64), patch.shape[1] - 1)
+    rows = np.minimum(np.floor(np.arange(rh) / s + 0.5).astype(np.int64), patch.shape[0] - 1)
+    return patch[rows[:, None], cols[None, :]]
+
 
 def threshold_depth(depth_mm: np.ndarray, z_near: float, z_far: float) -> np.ndarray:
     """The crop's z-threshold, in place: 0 < d < near -> near; d > far -> 0 (drops NYU's 2001, arm behind)."""
@@ -34,7 +46,7 @@ def _cut_padded(depth: np.ndarray, x0: int, x1: int, y0: int, y1: int) -> np.nda
 
 
 def crop_depth_mm(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Sequence[float], camera,
-                  size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+                  size: int = 128, sampling: str = "warp") -> tuple[np.ndarray, np.ndarray]:
     """Cut the cube around a centre from a full frame and resize it into a ``size x size`` crop (depth in mm).
 
     Args:
@@ -43,6 +55,7 @@ def crop_depth_mm(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Seque
         cube: (3,) cube edges S in mm.
         camera: (fx, fy, cx, cy).
         size: crop size in pixels.
+        sampling: ``warp`` (default; aligned with rendered crops) or ``resize`` (the official cv2.resize).
     Returns:
         crop (size, size) float32 mm (0 = background; values clipped up to the near plane), M (3, 3) float64
         mapping full-image pixels (u, v, 1) to crop pixels.
@@ -52,9 +65,13 @@ def crop_depth_mm(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Seque
         raise ValueError(f"crop centre must be finite with z > 0 mm, got {tuple(center_xyz)}")
     x0, x1, y0, y1, z0, z1 = crop_bounds(center_uvd, cube, camera)
     patch = threshold_depth(_cut_padded(np.asarray(depth_mm, np.float32), x0, x1, y0, y1), z0, z1)
-    _, rw, rh, ox, oy = crop_resize_shape(x0, x1, y0, y1, size)
-    # INTER_NEAREST (floor-mapped), as the DeepPrior++ / DSF loaders
-    resized = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_NEAREST)
+    s, rw, rh, ox, oy = crop_resize_shape(x0, x1, y0, y1, size)
+    if sampling == "warp":
+        resized = _resample_nearest(patch, rw, rh, s)
+    elif sampling == "resize":  # INTER_NEAREST (floor-mapped), as the DeepPrior++ / DSF loaders
+        resized = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_NEAREST)
+    else:
+        raise ValueError(f"sampling must be one of {CROP_SAMPLINGS}, got {sampling!r}")
     out = np.zeros((size, size), np.float32)
     out[oy:oy + rh, ox:ox + rw] = resized
     return out, crop_matrix(center_uvd, cube, camera, size)
@@ -74,11 +91,11 @@ def normalize_crop(crop_mm: np.ndarray, premax: float, center_z: float, cube_z: 
 
 
 def crop_depth(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Sequence[float], camera,
-               size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+               size: int = 128, sampling: str = "warp") -> tuple[np.ndarray, np.ndarray]:
     """Crop and normalise one frame (test-time path of the NYU loader).
 
     Args/shapes as :func:`crop_depth_mm`. Returns (crop_norm (size, size) float32 in [-1, 1], M (3, 3)
     float64).
     """
-    crop, M = crop_depth_mm(depth_mm, center_xyz, cube, camera, size)
+    crop, M = crop_depth_mm(depth_mm, center_xyz, cube, camera, size, sampling)
     return normalize_crop(crop, float(crop.max()), float(center_xyz[2]), float(cube[2])), M

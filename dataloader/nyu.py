@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dataloader.augment import AugParams, augment_crop, sample_aug_params
-from dataloader.crop import crop_depth, crop_depth_mm, normalize_crop
+from dataloader.crop import CROP_SAMPLINGS, crop_depth, crop_depth_mm, normalize_crop
 from dataloader.depth_io import (DataFileError, JointData, check_depth_png, decode_depth, depth_png_name,
                                  describe_invalid_joint, invalid_joints, list_dir, load_centers,
                                  load_joint_data)
@@ -184,6 +184,8 @@ class NYUDataset(Dataset):
             misalign predictions and ground truth). Without it, the first bad label or missing PNG stops
             construction and a corrupt PNG stops ``__getitem__``, each with an error naming the file.
         image_shape: (height, width) of the depth PNGs, checked with ``skip_bad``.
+        crop_sampling: ``warp`` (crop pixel = frame pixel nearest to ``M^-1 (j, i)``: lines up with rendered
+            crops) or ``resize`` (the official ``cv2.resize`` nearest, about half a frame pixel up-left).
 
     Frames whose centre line reads ``invalid`` (no hand) are always left out; they are counted in the same
     summary warning and in ``num_skipped``.
@@ -196,7 +198,7 @@ class NYUDataset(Dataset):
                  test_cube_split: int = NYU_TEST_SPLIT, test_cube_scale: float = 5.0 / 6.0,
                  standard_test_frames: int = NYU_TEST_FRAMES, depth_kind: str = "depth",
                  joints21: bool = False, frames: Sequence[int] | None = None, skip_bad: bool = False,
-                 image_shape: tuple[int, int] = (480, 640)) -> None:
+                 image_shape: tuple[int, int] = (480, 640), crop_sampling: str = "warp") -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if center_type not in CENTER_TYPES:
@@ -206,6 +208,9 @@ class NYUDataset(Dataset):
         self.root, self.split, self.view = Path(root), split, int(view)
         self.dir = self.root / split
         self.size, self.camera = int(size), tuple(float(c) for c in camera)
+        if crop_sampling not in CROP_SAMPLINGS:
+            raise ValueError(f"crop_sampling must be one of {CROP_SAMPLINGS}, got {crop_sampling!r}")
+        self.crop_sampling = crop_sampling
         self.depth_kind, self.joints21, self.skip_bad = depth_kind, joints21, skip_bad
         self.augment = (split == "train") if augment is None else bool(augment)
         self.aug_rotation, self.aug_shift, self.aug_scale = aug_rotation, aug_shift, aug_scale
@@ -327,7 +332,7 @@ class NYUDataset(Dataset):
         center, cube = self._centers[frame].copy(), self._cubes[frame].copy()
         joints = self._joints14[frame]
         joints21 = self._joints21[frame] if self._joints21 is not None else None
-        crop, M = crop_depth_mm(depth, center, cube, self.camera, self.size)
+        crop, M = crop_depth_mm(depth, center, cube, self.camera, self.size, self.crop_sampling)
         premax = float(crop.max())  # before augmentation (§2.4 quirk)
         if aug is None and self.augment:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))

@@ -73,8 +73,12 @@ def test_crop_normalise_inverse_returns_originals(real):
                                    atol=1e-3)
 
 
-def _reference_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128):
-    """dsf-method.md §2.3-2.4 followed literally, float64, for one frame (independent of util.geometry)."""
+def _reference_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128, sampling: str = "resize"):
+    """dsf-method.md §2.3-2.4 followed literally, float64, for one frame (independent of util.geometry).
+
+    ``resize``: the official cv2.resize nearest; ``warp``: crop pixel (i, j) takes the frame pixel nearest to
+    M^-1 (j, i), computed here pixel by pixel with Python rounding of the exact inverse map.
+    """
     fx, fy, cx, cy = camera
     x, y, z = (float(c) for c in center_xyz)
     u_c, v_c, d_c = cx + fx * x / z, cy + fy * y / z, z
@@ -94,7 +98,14 @@ def _reference_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128
         s, width, height = size / w, size, math.floor(h * size / w)
     else:
         s, width, height = size / h, math.floor(w * size / h), size
-    resized = cv2.resize(patch.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+    if sampling == "resize":
+        resized = cv2.resize(patch.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+    else:
+        resized = np.zeros((height, width))
+        for i in range(height):
+            for j in range(width):
+                pi, pj = math.floor(i / s + 0.5), math.floor(j / s + 0.5)  # M^-1 (j + ox, i + oy) - (x0, y0)
+                resized[i, j] = patch[min(pi, h - 1), min(pj, w - 1)]
     ox, oy = math.floor(size / 2 - width / 2), math.floor(size / 2 - height / 2)
     crop = np.zeros((size, size))
     crop[oy:oy + height, ox:ox + width] = resized
@@ -106,14 +117,15 @@ def _reference_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128
     return norm, M, premax, (x0, y0)
 
 
-def test_real_frame_crop_matches_literal_spec(real):
+@pytest.mark.parametrize("sampling", ["resize", "warp"])
+def test_real_frame_crop_matches_literal_spec(real, sampling):
     nyu, _, centers, _ = real
     depth = decode_depth(nyu / "sample" / "test" / "depth_1_0000001.png")
     center = centers[0] * np.array([1.0, -1.0, 1.0])  # the centre file is y up
     # the refined centre, then a shifted centre with a large cube whose box leaves the image (zero padding)
     for c, cube in ((center, CUBE), (center + [-60.0, -150.0, 0.0], np.array([500.0, 460.0, 300.0]))):
-        crop, M = crop_depth(depth, c, cube, CAM, 128)
-        ref, M_ref, premax, corner = _reference_crop(depth.astype(np.float64), c, cube, CAM)
+        crop, M = crop_depth(depth, c, cube, CAM, 128, sampling=sampling)
+        ref, M_ref, premax, corner = _reference_crop(depth.astype(np.float64), c, cube, CAM, sampling=sampling)
         assert c[2] - cube[2] / 2 < premax < c[2] + cube[2] / 2  # the quirk is active: a hand pixel is premax
         np.testing.assert_allclose(M, M_ref, rtol=0, atol=1e-12)
         np.testing.assert_allclose(crop, ref, rtol=0, atol=2e-6)  # float32 vs float64 arithmetic only
