@@ -14,7 +14,10 @@ run:
   is mapped by the exact shear x' = (fx_b x + (cx_b - cx) z) / fx (likewise y), which makes the shared crop
   camera see what the hand's own crop camera sees (same pixels, same depths).
 
-Run: ``.venv/bin/python bench/render.py [--batches 1 8 32 128] [--no-p3d]``.
+Then the method's second geometric kernel, the point-to-triangle distance (``bench/mesh_distance.py``: B = 32,
+2048 points, 1554 faces, whole mesh and per part, beside brute force and pytorch3d's ``point_face_distance``).
+
+Run: ``.venv/bin/python bench/render.py [--batches 1 8 32 128] [--no-p3d] [--no-distance]``.
 """
 from __future__ import annotations
 
@@ -132,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])
     ap.add_argument("--no-p3d", action="store_true", help="skip the pytorch3d reference")
+    ap.add_argument("--no-distance", action="store_true", help="skip the point-to-triangle distance benchmark")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     cam = NYU_CAMERA.as_tuple()
@@ -193,6 +197,11 @@ def main(argv: list[str] | None = None) -> None:
             line += (f" | {p_f:9.1f} {p_fb:9.1f} {p_f / m_f:9.0f} {p_fb / m_fb:9.0f} {dz:10.1e} "
                      f"{int((mine.face_index.numpy() != ref['pix_to_face']).sum()):9d}")
         print(line, flush=True)
+    if not a.no_distance:
+        print("\npoint-to-triangle distance kernel (bench/mesh_distance.py):", flush=True)
+        from bench.mesh_distance import main as distance_main
+
+        distance_main([] if not a.no_p3d else ["--p3d-repeats", "0"])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from util.geometry import crop_bounds, crop_matrix, crop_resize_shape, xyz_to_uvd
+from util.geometry import crop_bounds, crop_matrix, crop_resize_shape, normalize_depth, xyz_to_uvd
 
 #: how crop pixels sample the frame: ``warp`` = the frame pixel nearest to ``M^-1 (j, i)``, the point whose ray
 #: the renderer samples (rendered and real crops line up, mean offset 0); ``resize`` = the official
@@ -84,10 +84,9 @@ def normalize_crop(crop_mm: np.ndarray, premax: float, center_z: float, cube_z: 
     everything is clamped to ``[C_z - S_z/2, C_z + S_z/2]`` and mapped to ``(d - C_z) / (S_z/2)``
     (background +1). The quirk turns the farthest in-range pixel into background even when it is hand.
     """
-    half = cube_z / 2.0
-    d = np.array(crop_mm, np.float32, copy=True)
-    d[(d == premax) | (d == 0)] = center_z + half
-    return ((np.clip(d, center_z - half, center_z + half) - center_z) / half).astype(np.float32)
+    crop = np.asarray(crop_mm, np.float32)
+    # premax pixels become "no surface" (0); the shared normaliser maps those to the far plane (+1)
+    return normalize_depth(np.where(crop == premax, np.float32(0.0), crop), center_z, cube_z).astype(np.float32)
 
 
 def crop_depth(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Sequence[float], camera,
