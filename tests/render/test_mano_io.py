@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import scipy.sparse
 
+import render.mano_format as mano_format
 import render.mano_io as mano_io
+import render.mano_unpickler as mano_unpickler
 from render.mano_io import ManoFormatError, ManoModel, load_mano, save_mano_npz
 
 #: the globals of the official MANO v1.2 pickle (formats.md §1.1)
@@ -245,10 +247,14 @@ def _global(module: str, name: str) -> bytes:
     return b"c" + f"{module}\n{name}\n".encode()
 
 
+#: the modules of the MANO reader: a hostile pickle must not change anything in them
+READER_MODULES = (mano_io, mano_unpickler, mano_format)
+
+
 def _module_snapshot() -> dict:
-    """Every module-level object of render.mano_io and, for classes, a copy of their attributes."""
-    return {name: (obj, dict(vars(obj)) if isinstance(obj, type) else None)
-            for name, obj in vars(mano_io).items()}
+    """Every module-level object of the reader modules and, for classes, a copy of their attributes."""
+    return {(mod.__name__, name): (obj, dict(vars(obj)) if isinstance(obj, type) else None)
+            for mod in READER_MODULES for name, obj in vars(mod).items()}
 
 
 def _assert_unchanged(before: dict) -> None:
@@ -259,8 +265,9 @@ def _assert_unchanged(before: dict) -> None:
         if attrs is not None:
             assert after[name][1].keys() == attrs.keys(), name
             assert all(after[name][1][k] is v for k, v in attrs.items()), name
-    for obj in vars(mano_io).values():
-        assert not hasattr(obj, "pwned")
+    for mod in READER_MODULES:
+        for obj in vars(mod).values():
+            assert not hasattr(obj, "pwned")
 
 
 def test_build_on_the_ndarray_global_cannot_touch_the_reader(tmp_path):
@@ -315,7 +322,7 @@ def test_allowed_globals_only_make_fresh_inert_records():
     rec = _global("numpy.core.multiarray", "_reconstruct")
     data = (b"\x80\x02(" + ch + b")\x81" + ch + b")\x81" + ch + b")R" + rec + b")R" + rec + b")R"
             + _global("builtins", "set") + b")R" + _global("numpy", "ndarray") + b"t.")
-    unpickler = mano_io._RestrictedUnpickler(io.BytesIO(data), encoding="latin1")
+    unpickler = mano_unpickler._RestrictedUnpickler(io.BytesIO(data), encoding="latin1")
     *records, fresh_set, ndarray = unpickler.load()
     assert len({id(r) for r in records}) == 5
     assert [type(r).__name__ for r in records] == ["_ChumpyCh"] * 3 + ["_ArrayRecord"] * 2
@@ -323,7 +330,7 @@ def test_allowed_globals_only_make_fresh_inert_records():
         assert not hasattr(r, "__dict__") and r.args == () and r.state is None
     assert fresh_set == set()
     assert ndarray is unpickler.ndarray and not hasattr(ndarray, "__dict__")
-    other = mano_io._RestrictedUnpickler(io.BytesIO(b"\x80\x02" + _global("numpy", "ndarray") + b"."))
+    other = mano_unpickler._RestrictedUnpickler(io.BytesIO(b"\x80\x02" + _global("numpy", "ndarray") + b"."))
     assert other.load() is not ndarray  # sentinels are per unpickler
 
 
