@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,16 +32,12 @@ from dataloader.standin_nyu import generate_standin_nyu, load_model  # noqa: E40
 from dataloader.synthetic import builtin_pose_params, render_synthetic_batch  # noqa: E402
 from render.mano_layer import ManoLayer  # noqa: E402
 from util.camera import NYU_CAMERA  # noqa: E402
+from bench.timing import best_seconds  # noqa: E402
 
 
 def rate(fn, items: int, repeat: int = 1) -> float:
-    """Items per second of ``fn`` (best of ``repeat`` runs: the machine is shared)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return items / best
+    """Items per second of ``fn`` (best of ``repeat`` runs, no warm-up: the machine is shared)."""
+    return items / best_seconds(fn, repeat, warmup=False)
 
 
 def loader_rate(ds: NYUDataset, workers: int, batches: int, batch_size: int = 32) -> float:
@@ -67,6 +62,8 @@ def main(argv=None) -> None:
     ap.add_argument("--step-width", type=float, default=0.25,
                     help="network width of the training-step reference")
     args = ap.parse_args(argv)
+    if args.train < 96:
+        ap.error("--train must be >= 96: the loader timing needs batches of 32 beyond the warm-up batch")
     torch.set_num_threads(2)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,6 @@ import io
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from util.evaluate import load_predictions, main  # noqa: E402
+from bench.timing import best_seconds  # noqa: E402
 
 REPEATS = 3
 NYU = REPO.parent / "shared" / "nyu"
@@ -33,12 +33,7 @@ GT = NYU / "test_groundtruth_uvd.txt"
 
 
 def best_of(fn, repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_seconds(fn, repeats, warmup=False)
 
 
 def community_parse(path: Path) -> np.ndarray:

@@ -5,10 +5,8 @@ reference time, then each torch variant's time and its speed-up over the referen
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +18,7 @@ import torch
 from render.mano_io import ManoModel, load_mano
 from render.mano_layer import DSF_GLOBAL_SCALE, ManoLayer
 from render.mano_params import LAYOUT_AXIS_ANGLE as LAYOUT
+from bench.timing import median_seconds
 from tests.render.test_mano_layer import numpy_mano  # the independent float64 reference
 
 BATCHES = (32, 1024)
@@ -36,16 +35,6 @@ def load_model() -> ManoModel:
         path = Path(tmp) / "MANO_RIGHT.pkl"
         write_standin(str(path))
         return load_mano(path)
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, lazy init)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def time_batch(model: ManoModel, layer: ManoLayer, batch: int, rng: np.random.Generator) -> dict[str, float]:

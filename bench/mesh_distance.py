@@ -24,7 +24,6 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +36,7 @@ from render import mesh_distance as md
 from render.mano_io import load_mano
 from render.mano_layer import ManoLayer
 from render.standin import write_standin
+from bench.timing import best_seconds
 
 NORM_HALF_CUBE_MM = 125.0  # norm-xyz = (x - centre) / (cube / 2), cube 250 mm
 P3D_PYTHON = REPO / ".venv-p3d" / "bin" / "python"
@@ -82,13 +82,8 @@ def sample_points(verts: torch.Tensor, faces: torch.Tensor, parts: list[torch.Te
 
 
 def best_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: numba cache load or JIT compile, allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    """Fastest call in ms after a warm-up (numba cache load or JIT compile, allocator)."""
+    return 1e3 * best_seconds(fn, repeats)
 
 
 def timed(fn, pts: torch.Tensor, verts: torch.Tensor, repeats: int) -> tuple[float, float]:

@@ -28,12 +28,14 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from pytorch3d.loss import point_mesh_distance as p3d
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stdlib-only timing helper beside this script
+from timing import best_seconds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,16 +67,6 @@ def part_sqdist(points: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, 
     return out
 
 
-def best_s(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def evaluate(name: str, fn, points: torch.Tensor, verts: torch.Tensor, weights: torch.Tensor, repeats: int,
              out: dict[str, np.ndarray]) -> None:
     """Values, weighted-sum gradients and (repeats > 0) timings of ``fn(points, verts)`` into ``out``."""
@@ -93,8 +85,8 @@ def evaluate(name: str, fn, points: torch.Tensor, verts: torch.Tensor, weights: 
     def fwd_bwd() -> None:
         fn(points, verts.detach().requires_grad_()).mean().backward()
 
-    out[f"{name}_t_fwd_s"], out[f"{name}_t_fwdbwd_s"] = np.array(best_s(fwd, repeats)), \
-        np.array(best_s(fwd_bwd, repeats))
+    out[f"{name}_t_fwd_s"], out[f"{name}_t_fwdbwd_s"] = np.array(best_seconds(fwd, repeats)), \
+        np.array(best_seconds(fwd_bwd, repeats))
 
 
 def load(path: Path) -> dict:

@@ -22,11 +22,9 @@ Run: ``.venv/bin/python bench/render.py [--batches 1 8 32 128] [--no-p3d] [--no-
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +36,7 @@ import torch  # noqa: E402
 from render.rasterizer import render_crop, render_depth  # noqa: E402
 from util.camera import NYU_CAMERA  # noqa: E402
 from util.geometry import crop_intrinsics, crop_matrix_batch  # noqa: E402
+from bench.timing import median_seconds  # noqa: E402
 
 P3D_PYTHON = REPO / ".venv-p3d" / "bin" / "python"
 P3D_SCRIPT = REPO.parent / "shared" / "tools" / "p3d_reference.py"
@@ -97,14 +96,7 @@ def dense_reference(verts: torch.Tensor, faces: torch.Tensor, cam: torch.Tensor,
 
 def timed(fn, repeat: int, warmup: bool = True) -> float:
     """Median wall time in ms (after one warm-up call)."""
-    if warmup:
-        fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts)
+    return 1e3 * median_seconds(fn, repeat, warmup)
 
 
 def shared_camera_verts(verts: torch.Tensor, cams: torch.Tensor, shared: tuple) -> torch.Tensor:
