@@ -315,16 +315,14 @@ def render_crop(verts: Tensor, faces: Tensor, center_xyz: Tensor, cube: Tensor, 
     Returns:
         (Rendered of shape (B, size, size), M (B, 3, 3) in the dtype/device of ``verts``).
     """
-    B = verts.shape[0]
-    to_np = (lambda a: a.detach().cpu().double().numpy() if isinstance(a, Tensor)  # noqa: E731
-             else np.asarray(a, np.float64))
-    cam = to_np(camera)
-    center = to_np(center_xyz).reshape(B, 3)
-    cube_np = np.broadcast_to(to_np(cube), (B, 3))
-    M = crop_matrix_batch(center, cube_np, cam, size)  # (B, 3, 3) float64 numpy: keep K' exact
-    k_crop = torch.as_tensor(crop_intrinsics(cam, M), dtype=verts.dtype, device=verts.device)  # (B, 4)
+    B, dev = verts.shape[0], verts.device
+    # M and K' in float64 on the vertices' device: K' stays exact, no host round trip in the training step
+    center = torch.as_tensor(center_xyz).to(dev).reshape(B, 3)
+    cam = torch.as_tensor(camera, dtype=torch.float64).to(dev)
+    M = crop_matrix_batch(center, torch.as_tensor(cube).to(dev), cam, size, dtype=torch.float64)  # (B, 3, 3)
+    k_crop = crop_intrinsics(cam, M).to(verts.dtype)  # (B, 4)
     out = (rasterizer or render_depth)(verts, faces, k_crop, (size, size), **kwargs)
-    return out, torch.as_tensor(M, dtype=verts.dtype, device=verts.device)
+    return out, M.to(verts.dtype)
 
 
 RENDERERS = ("torch", "pytorch3d")

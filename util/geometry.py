@@ -107,25 +107,40 @@ def crop_matrix(center_uvd: Sequence[float], cube: Sequence[float], camera, size
     return np.array([[s, 0.0, ox - s * x0], [0.0, s, oy - s * y0], [0.0, 0.0, 1.0]], dtype=np.float64)
 
 
-def crop_matrix_batch(center_xyz: Array, cube: Array, camera, size: int = 128) -> Array:
-    """Batched ``M`` (B, 3, 3) from centres (B, 3) mm (camera frame) and cubes (B, 3) mm.
+def crop_matrix_batch(center_xyz: Array, cube: Array, camera, size: int = 128, dtype=None) -> Array:
+    """Batched ``M`` (B, 3, 3) from centres (B, 3) mm (camera frame) and cubes (B, 3) or (3,) mm.
 
-    Same numbers as :func:`crop_matrix` (integer box, floor of the resized size); torch in -> torch out
-    (float32 on the input's device, no gradient: M is piecewise constant).
+    Vectorised, with exactly the float64 operations of :func:`crop_matrix` (same numbers bit for bit). Torch in
+    -> torch out on the input's device (no host round trip; no gradient: M is piecewise constant), float32 unless
+    ``dtype`` is given; numpy in -> float64 numpy. ``camera`` is (fx, fy, cx, cy) or (B, 4).
     """
-    is_torch = isinstance(center_xyz, torch.Tensor)
-    c = center_xyz.detach().cpu().double().numpy() if is_torch else np.asarray(center_xyz, np.float64)
-    s = cube.detach().cpu().double().numpy() if isinstance(cube, torch.Tensor) else np.asarray(cube, np.float64)
-    cam = camera.detach().cpu().double().numpy() if isinstance(camera, torch.Tensor) else camera
-    c = c.reshape(-1, 3)
-    s = np.broadcast_to(s, c.shape)
-    out = np.empty((c.shape[0], 3, 3), np.float64)
-    for b in range(c.shape[0]):
-        cam_b = cam[b] if isinstance(cam, np.ndarray) and cam.ndim == 2 else cam
-        out[b] = crop_matrix(xyz_to_uvd(c[b], cam_b), s[b], cam_b, size)
-    if is_torch:
-        return torch.as_tensor(out, dtype=torch.float32, device=center_xyz.device)
-    return out
+    if isinstance(center_xyz, torch.Tensor):
+        dev = center_xyz.device
+        c = center_xyz.detach().to(dev, torch.float64).reshape(-1, 3)
+        s = torch.as_tensor(cube, dtype=torch.float64).to(dev).detach().expand(c.shape[0], 3)
+        cam = torch.as_tensor(camera, dtype=torch.float64).to(dev).detach()
+        floor, where, stack = torch.floor, torch.where, torch.stack
+    else:
+        c = np.asarray(center_xyz, np.float64).reshape(-1, 3)
+        s = np.broadcast_to(np.asarray(cube, np.float64), c.shape)
+        cam = np.asarray(camera, np.float64)
+        floor, where, stack = np.floor, np.where, np.stack
+    fx, fy, cx, cy = (cam[..., k] for k in range(4))  # scalars or (B,)
+    u, v, d = cx + fx * c[:, 0] / c[:, 2], cy + fy * c[:, 1] / c[:, 2], c[:, 2]
+    x0, x1 = floor(u - s[:, 0] / 2.0 * fx / d + 0.5), floor(u + s[:, 0] / 2.0 * fx / d + 0.5)
+    y0, y1 = floor(v - s[:, 1] / 2.0 * fy / d + 0.5), floor(v + s[:, 1] / 2.0 * fy / d + 0.5)
+    w, h = x1 - x0, y1 - y0
+    wide = w > h  # the longer side spans the crop (crop_resize_shape)
+    scale = where(wide, size / w, size / h)
+    rw = where(wide, size + 0.0 * w, floor(w * size / h))
+    rh = where(wide, floor(h * size / w), size + 0.0 * h)
+    ox, oy = floor(size / 2.0 - rw / 2.0), floor(size / 2.0 - rh / 2.0)
+    zero, one = 0.0 * scale, 0.0 * scale + 1.0
+    M = stack([stack([scale, zero, ox - scale * x0], -1), stack([zero, scale, oy - scale * y0], -1),
+               stack([zero, zero, one], -1)], -2)  # (B, 3, 3)
+    if isinstance(M, torch.Tensor):
+        return M.to(torch.float32 if dtype is None else dtype)
+    return M
 
 
 def crop_intrinsics(camera, M: Array) -> Array:

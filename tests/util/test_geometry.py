@@ -76,3 +76,18 @@ def test_depth_normalisation_roundtrip_and_background():
     np.testing.assert_allclose(g.denormalize_depth(n, 700.0, 250.0)[1, 0], 700.0)
     t = g.normalize_depth(torch.tensor(d)[None], torch.tensor([700.0]), torch.tensor([250.0]))
     torch.testing.assert_close(t[0], torch.tensor(n))
+
+
+def test_batched_crop_matrix_is_bit_identical_to_the_scalar_one():
+    rng = np.random.default_rng(1)
+    n = 300
+    c = np.stack([rng.uniform(-300, 300, n), rng.uniform(-200, 200, n), rng.uniform(150, 1500, n)], 1)
+    s = np.repeat(rng.uniform(150, 400, (n, 1)), 3, 1)
+    s[:, 1] *= rng.uniform(0.8, 1.2, n)  # boxes both wider and taller than high
+    ref = np.stack([g.crop_matrix(g.xyz_to_uvd(c[b], CAM), s[b], CAM) for b in range(n)])
+    assert np.array_equal(g.crop_matrix_batch(c, s, CAM), ref)
+    per_sample_cam = np.tile(CAM, (n, 1))
+    assert np.array_equal(g.crop_matrix_batch(c, s, per_sample_cam), ref)
+    t = g.crop_matrix_batch(torch.tensor(c), torch.tensor(s), CAM, dtype=torch.float64)
+    assert t.dtype == torch.float64 and np.array_equal(t.numpy(), ref)
+    assert g.crop_matrix_batch(torch.tensor(c), torch.tensor(s), CAM).dtype == torch.float32
