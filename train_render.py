@@ -50,10 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(out, exist_ok=True)
     cfg.save_json(os.path.join(out, "config.json"))
     print(cfg.summary())
-    print(f"run folder: {out} (resolved config in config.json); device: {resolve_device(cfg)}")
+    device = resolve_device(cfg)
+    print(f"run folder: {out} (resolved config in config.json); device: {device}")
     if cfg.demo:
         try:
-            run_demo(cfg, out, resolve_device(cfg))
+            run_demo(cfg, out, device)
         except (ImportError, FileNotFoundError) as err:  # e.g. renderer=pytorch3d not installed: one message
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -91,14 +92,16 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> None:
     from tqdm import tqdm
 
     from dataloader.nyu import NYUDataset
+    from dataloader.nyu_joints import nyu36_from_mano21
     from dataloader.synthetic import SyntheticParams, render_synthetic_batch
     from model import build_pose_net, predict
     from render.hand_renderer import HandRenderer
     from render.mano_io import load_mano
     from render.mano_layer import ManoLayer
     from util.evaluate import evaluate_nyu, format_table, save_predictions, write_results
-    from util.geometry import xyz_to_uvd
-    from util.joints import MANO_TO_NYU
+    from util.camera import Intrinsics
+    from util.geometry import uvd_to_norm_uvd, xyz_to_uvd
+    from util.joints import NYU_EVAL_14
     from util.visualize import save_crops_with_skeletons, save_render_comparison
 
     mano_path, tree = ensure_demo_assets(cfg)
@@ -109,20 +112,24 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> None:
     test = NYUDataset(tree, "test", view=cfg.view, cube=cfg.cube, size=cfg.input_size, camera=cfg.camera,
                       crop_sampling=cfg.crop_sampling)
     loader = DataLoader(test, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
+    def to_nyu14(joints21: torch.Tensor) -> torch.Tensor:
+        # NYU's palm / wrist points have no MANO joint: placed on the hand like the stand-in labels (mean_11 skips
+        # them, as DSF's metric does)
+        return nyu36_from_mano21(joints21)[:, list(NYU_EVAL_14)]
+
     preds, gts, first = [], [], None
     for batch in tqdm(loader, desc="demo: test split"):
         b = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         pred = predict(net, b["depth"], b["center_xyz"], b["cube"], b["M"], cfg.camera, renderer=renderer)
-        joints21 = pred.final.mano_mm  # (B, 21, 3) mm: the MANO branch of the last stage
-        nyu = joints21[:, list(MANO_TO_NYU)]  # 12 of the NYU-14 joints (PALM_2 / PALM_3 have no MANO joint)
-        nyu14 = torch.cat([nyu, nyu[:, -1:], nyu[:, -1:]], dim=1)  # wrist stands in for them: see mean_11
+        nyu14 = to_nyu14(pred.final.mano_mm)  # (B, 14, 3) mm: the MANO branch of the last stage
         preds.append(xyz_to_uvd(nyu14.cpu().double(), cfg.camera))
         gt_mm = test_joints_mm(batch)
         gts.append(xyz_to_uvd(gt_mm.double(), cfg.camera))
         first = first or (b, pred)
     pred_uvd, gt_uvd = torch.cat(preds).numpy(), torch.cat(gts).numpy()
     save_predictions(os.path.join(out, "predictions_nyu14_uvd.txt"), pred_uvd)
-    scores = evaluate_nyu(pred_uvd, gt_uvd)
+    fx, fy, cx, cy = cfg.camera
+    scores = evaluate_nyu(pred_uvd, gt_uvd, camera=Intrinsics(fx, fy, cx, cy, *cfg.image_size[::-1]))
     print(format_table(["untrained net (MANO branch)"], [scores]))
     write_results(os.path.join(out, "eval"), ["untrained"], ["predictions_nyu14_uvd.txt"], [scores], "stand-in")
 
@@ -141,7 +148,9 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> None:
                               [(synth["joints_uvd_norm21"].cpu().numpy(), "red")])
     save_crops_with_skeletons(os.path.join(out, "standin_real_crops.png"), b["depth"][:n, 0].cpu().numpy(),
                               [(b["joints_uvd_norm"][:n].cpu().numpy(), "white"),
-                               (pred.final.pwe_uvd[:n].cpu().numpy()[:, list(MANO_TO_NYU)], "red")])
+                               (uvd_to_norm_uvd(xyz_to_uvd(to_nyu14(pred.final.pwe_mm[:n]), cfg.camera),
+                                                b["center_xyz"][:n], b["cube"][:n], b["M"][:n],
+                                                cfg.input_size).cpu().numpy(), "red")])
     print(f"demo outputs written to {out}: predictions, eval/ (scores, success curve, per-joint errors), "
           "synthetic_crops.png, standin_real_crops.png, rendered_vs_observed.png. The network is untrained: "
           "its errors only show that the pipeline runs end to end.")

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from util.geometry import FOREGROUND_THRESHOLD
 from util.joints import MANO21_BONES, NYU14_BONES
 
 
@@ -59,7 +60,7 @@ def save_render_comparison(path: str | Path, observed: np.ndarray, rendered: np.
     n = min(len(observed), cols)
     fig, axes = _figure(3, n)
     for i in range(n):
-        union = (observed[i] < 0.99) | (rendered[i] < 0.99)
+        union = (observed[i] < FOREGROUND_THRESHOLD) | (rendered[i] < FOREGROUND_THRESHOLD)
         diff = np.where(union, np.abs(observed[i] - rendered[i]), 0.0)
         for r, (img, title, kw) in enumerate([(observed[i], "observed", dict(vmin=-1, vmax=1)),
                                               (rendered[i], "rendered", dict(vmin=-1, vmax=1)),
