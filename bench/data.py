@@ -31,6 +31,7 @@ from dataloader.nyu import NYUDataset  # noqa: E402
 from dataloader.standin_nyu import generate_standin_nyu, load_model  # noqa: E402
 from dataloader.synthetic import builtin_pose_params, render_synthetic_batch  # noqa: E402
 from render.mano_layer import ManoLayer  # noqa: E402
+from render.standin import write_standin  # noqa: E402
 from util.camera import NYU_CAMERA  # noqa: E402
 from bench.timing import best_seconds  # noqa: E402
 
@@ -68,11 +69,9 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "nyu"
-        model = load_model(None)
         mano = Path(tmp) / "MANO_RIGHT.pkl"
-        from render.standin import write_standin
-
-        write_standin(str(mano))
+        write_standin(str(mano))  # written once: the generator and the synthetic renderer both read it
+        model = load_model(str(mano))
         generate_standin_nyu(Path(tmp) / "warm", 2, 1, mano_path=str(mano))  # numba compile etc.
         frames = args.train + args.test
         gen = rate(lambda: generate_standin_nyu(root, args.train, args.test, mano_path=str(mano)), frames)

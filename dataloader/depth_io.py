@@ -107,10 +107,14 @@ def encode_depth(depth_mm: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_depth_png(path: PathLike, depth_mm: np.ndarray) -> None:
-    """Write depth (H, W) mm as an NYU-format PNG (readable by :func:`decode_depth`, PIL and OpenCV alike)."""
+def write_depth_png(path: PathLike, depth_mm: np.ndarray, compression: int | None = None) -> None:
+    """Write depth (H, W) mm as an NYU-format PNG (readable by :func:`decode_depth`, PIL and OpenCV alike).
+
+    ``compression``: zlib level 0..9 (``cv2.IMWRITE_PNG_COMPRESSION``; 1 = fastest); None = OpenCV's default.
+    """
     p = os.fspath(path)
-    if not cv2.imwrite(p, encode_depth(depth_mm)):
+    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
+    if not cv2.imwrite(p, encode_depth(depth_mm), params):
         raise OSError(f"cannot write PNG {p}")
 
 

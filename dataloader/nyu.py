@@ -43,8 +43,8 @@ from util.geometry import (flip_y, norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_norm
 from util.joints import NYU36_TO_MANO21, NYU_EVAL_14, NYU_TEST_FRAMES, NYU_TEST_SPLIT
 
 __all__ = [
-    "NYUDataset", "decode_depth", "crop_depth", "norm_xyz_to_mm", "norm_uvd_to_image_uvd", "mm_to_image_uvd",
-    "yup_to_ydown", "ydown_to_yup", "center_frame_offsets", "resolve_center_frame", "find_center_file",
+    "NYUDataset", "decode_depth", "crop_depth", "norm_xyz_to_mm", "norm_uvd_to_image_uvd", "yup_to_ydown",
+    "center_frame_offsets", "resolve_center_frame", "find_center_file",
 ]
 
 SPLITS = ("train", "test")
@@ -57,32 +57,15 @@ _FRAME_OVERRIDE_RATIO = 0.5
 
 
 # ----------------------------------------------------------------------------------------------------
-# inverse mappings (used by the evaluator's prediction files) and frame converters
+# inverse mappings (used by the evaluator's prediction files) and the file-frame converter: aliases of the
+# util.geometry functions under the names this module's items are documented with
 # ----------------------------------------------------------------------------------------------------
-def norm_xyz_to_mm(xyz_n, center_xyz, cube):
-    """norm-xyz (..., J, 3) -> camera-frame mm, y down (``X_n S/2 + C``); numpy or torch."""
-    return norm_xyz_to_xyz(xyz_n, center_xyz, cube)
-
-
-def norm_uvd_to_image_uvd(uvd_n, center_xyz, cube, M, size: int = 128):
-    """norm-uvd (..., J, 3) -> full-image (u px, v px, d mm) through ``M^-1`` (the community file format)."""
-    return norm_uvd_to_uvd(uvd_n, center_xyz, cube, M, size)
-
-
-def mm_to_image_uvd(xyz_mm, camera=None):
-    """Camera-frame mm (y down) -> full-image (u, v, d) (as projecting y-up xyz with ``v = cy - fy y / z``);
-    ``camera`` (fx, fy, cx, cy) defaults to NYU's."""
-    return xyz_to_uvd(xyz_mm, NYU_CAMERA.as_tuple() if camera is None else camera)
-
-
-def yup_to_ydown(xyz):
-    """NYU file frame (y up) -> internal frame (y down): negate y."""
-    return flip_y(xyz)
-
-
-def ydown_to_yup(xyz):
-    """Internal frame (y down) -> NYU file frame (y up), e.g. to write centre files for V2V/AWR tools."""
-    return flip_y(xyz)
+#: norm-xyz (..., J, 3) -> camera-frame mm, y down (``X_n S/2 + C``); numpy or torch
+norm_xyz_to_mm = norm_xyz_to_xyz
+#: norm-uvd (..., J, 3) -> full-image (u px, v px, d mm) through ``M^-1`` (the community file format)
+norm_uvd_to_image_uvd = norm_uvd_to_uvd
+#: NYU file frame (y up) -> internal frame (y down): negate y
+yup_to_ydown = flip_y
 
 
 # ----------------------------------------------------------------------------------------------------

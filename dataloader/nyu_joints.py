@@ -31,8 +31,8 @@ WRIST_SPREAD = 0.2
 #: PALM_3 position along wrist -> mean finger MCP
 PALM3_FRACTION = 0.78
 
-# MANO joint ids (dsf-method.md §2.6)
-_WRIST, _IDX_MCP, _MID_MCP, _PINKY_MCP, _RING_MCP, _TH_CMC = 0, 1, 4, 7, 10, 13
+#: MANO joint ids (dsf-method.md §2.6) that define the hand axes and the palm joints
+MANO_WRIST, MANO_INDEX_MCP, MANO_MIDDLE_MCP, MANO_PINKY_MCP, MANO_RING_MCP = 0, 1, 4, 7, 10
 # (NYU id, MANO a, MANO b): NYU joint = midpoint of MANO joints a and b
 _MIDPOINTS = (
     (2, 8, 9), (4, 7, 8),      # F1 pinky: KNU2_A (PIP-DIP), KNU1_A (MCP-PIP)
@@ -54,6 +54,18 @@ def _normalize(v: Array) -> Array:
     return v / (n.clamp_min(1e-12) if isinstance(n, torch.Tensor) else np.maximum(n, 1e-12))
 
 
+def hand_axes(joints21: Array) -> tuple[Array, Array]:
+    """Unit axes of the posed hand from (..., 21, 3) MANO-order joints (numpy or torch, any unit / frame).
+
+    Returns ``(f, l)``, each (..., 3): ``f`` the finger direction wrist -> middle MCP; ``l`` the lateral
+    direction pinky MCP -> index MCP (towards the thumb side) made orthogonal to ``f`` (Gram-Schmidt).
+    """
+    j = joints21
+    f = _normalize(j[..., MANO_MIDDLE_MCP, :] - j[..., MANO_WRIST, :])
+    lat = j[..., MANO_INDEX_MCP, :] - j[..., MANO_PINKY_MCP, :]
+    return f, _normalize(lat - _dot(lat, f) * f)
+
+
 def nyu36_from_mano21(joints21: Array) -> Array:
     """(..., 21, 3) MANO-order joints -> (..., 36, 3) NYU-order joints (any unit or frame; numpy or torch)."""
     is_torch = isinstance(joints21, torch.Tensor)
@@ -63,14 +75,12 @@ def nyu36_from_mano21(joints21: Array) -> Array:
     out[..., list(NYU36_TO_MANO21), :] = j
     for nyu, a, b in _MIDPOINTS:
         out[..., nyu, :] = 0.5 * (j[..., a, :] + j[..., b, :])
-    wrist = j[..., _WRIST, :]
-    forward = j[..., _MID_MCP, :] - wrist
+    wrist = j[..., MANO_WRIST, :]
+    forward = j[..., MANO_MIDDLE_MCP, :] - wrist
     length = _dot(forward, forward) ** 0.5
-    f_hat = _normalize(forward)
-    side = j[..., _PINKY_MCP, :] - j[..., _IDX_MCP, :]  # towards the pinky (ulnar), orthogonal to f_hat below
-    side = _normalize(side - _dot(side, f_hat) * f_hat)
-    out[..., 30, :] = wrist + WRIST_SPREAD * length * side
-    mcp_mean = (j[..., _IDX_MCP, :] + j[..., _MID_MCP, :] + j[..., _RING_MCP, :]
-                + j[..., _PINKY_MCP, :]) / 4.0
+    _, thumb_side = hand_axes(j)
+    out[..., 30, :] = wrist - WRIST_SPREAD * length * thumb_side  # PALM_1: towards the pinky (ulnar)
+    mcp_mean = (j[..., MANO_INDEX_MCP, :] + j[..., MANO_MIDDLE_MCP, :] + j[..., MANO_RING_MCP, :]
+                + j[..., MANO_PINKY_MCP, :]) / 4.0
     out[..., 32, :] = wrist + PALM3_FRACTION * (mcp_mean - wrist)
     return out

@@ -28,33 +28,30 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from dataloader.depth_io import depth_png_name, encode_depth, write_centers, write_joint_data
-from dataloader.nyu_joints import nyu36_from_mano21
+from dataloader.depth_io import depth_png_name, write_centers, write_depth_png, write_joint_data
+from dataloader.nyu_joints import hand_axes, nyu36_from_mano21
 from dataloader.sensor import SensorModel, apply_sensor_roi
 from render.mano_io import ManoModel, load_mano
 from render.mano_layer import ManoLayer
 from render.mano_params import LAYOUT_AXIS_ANGLE, PARAM_DIM
 from render.rasterizer import render_depth
 from util.camera import NYU_CAMERA
-from util.geometry import flip_y, xyz_to_uvd
+from util.geometry import flip_y, uvd_to_xyz, xyz_to_uvd
 from util.joints import NYU_EVAL_14, WRIST_LOOP_VERTEX_IDS
 
 #: extra rotation of views 2 (about x) and 3 (about y), degrees
 VIEW_TILTS = ((0.0, 0.0), (70.0, 0.0), (0.0, -70.0))
 INFO_FILE = "standin_nyu.json"
 VIEW_MODES = ("render", "copy")
-_WRIST, _IDX_MCP, _MID_MCP, _PINKY_MCP = 0, 1, 4, 7
 _ARM_RING, _ARM_RINGS = 16, 8
 #: the sensor effects other than quantisation are simulated in the hand's bounding box grown by this (px)
 ROI_MARGIN = 48
@@ -86,12 +83,9 @@ class StandinConfig:
 # scene sampling
 # ----------------------------------------------------------------------------------------------------
 def _hand_frame(joints: np.ndarray) -> np.ndarray:
-    """(B, 21, 3) joints -> (B, 3, 3) columns: finger direction f, thumb-side lateral l, dorsal d = f x l."""
-    f = joints[:, _MID_MCP] - joints[:, _WRIST]
-    f /= np.linalg.norm(f, axis=1, keepdims=True)
-    lat = joints[:, _IDX_MCP] - joints[:, _PINKY_MCP]
-    lat -= (lat * f).sum(1, keepdims=True) * f
-    lat /= np.linalg.norm(lat, axis=1, keepdims=True)
+    """(B, 21, 3) joints -> (B, 3, 3) columns: finger direction f, thumb-side lateral l (:func:`hand_axes`),
+    dorsal d = f x l. Translation-invariant."""
+    f, lat = hand_axes(joints)
     return np.stack([f, lat, np.cross(f, lat)], axis=2)
 
 
@@ -124,14 +118,14 @@ def sample_standin_params(hands_coeffs: np.ndarray | None, n: int, cfg: StandinC
     return out
 
 
-def forearm_mesh(verts: np.ndarray, joints: np.ndarray, cfg: StandinConfig, rng: np.random.Generator
+def forearm_mesh(verts: np.ndarray, frame: np.ndarray, cfg: StandinConfig, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """A tapered elliptic tube continuing the wrist. verts (B, 779, 3), joints (B, 21, 3) posed, same frame.
+    """A tapered elliptic tube continuing the wrist. verts (B, 779, 3) posed; frame (B, 3, 3) the hand axes of
+    :func:`_hand_frame` in the same frame.
 
     Returns vertices (B, 8 * 16, 3) and faces (8 - 1) * 16 * 2 x 3 (local ids).
     """
     B = verts.shape[0]
-    frame = _hand_frame(joints)
     f, lat, dor = frame[..., 0], frame[..., 1], frame[..., 2]
     loop = verts[:, list(WRIST_LOOP_VERTEX_IDS)]
     centre = loop.mean(1)
@@ -190,8 +184,7 @@ def _place(n: int, camera, cfg: StandinConfig, rng: np.random.Generator) -> np.n
     """(n, 3) hand-centre positions (mm, y down) at a random image position and depth."""
     z = rng.uniform(*cfg.depth_range, n)
     u, v = rng.uniform(*cfg.u_range, n), rng.uniform(*cfg.v_range, n)
-    fx, fy, cx, cy = camera
-    return np.stack([(u - cx) * z / fx, (v - cy) * z / fy, z], 1)
+    return uvd_to_xyz(np.stack([u, v, z], 1), camera)
 
 
 def _hand_boxes(mask: torch.Tensor, margin: int = ROI_MARGIN) -> list[tuple[int, int, int, int]]:
@@ -221,13 +214,14 @@ def render_standin_batch(layer: ManoLayer, params: np.ndarray, views: int, camer
     with torch.no_grad():
         mano = layer.forward_dsf(torch.from_numpy(params))
     verts, joints = mano.vertices.double().numpy(), mano.joints.double().numpy()
-    arm, arm_faces = forearm_mesh(verts, joints, cfg, rng)
+    frame = _hand_frame(joints)  # hand axes: shared by the forearm and the view rotation
+    arm, arm_faces = forearm_mesh(verts, frame, cfg, rng)
     centre = joints.mean(1, keepdims=True)
     scene = np.concatenate([verts, arm], 1) - centre  # hand centred at the origin
     joints = joints - centre
     hand_faces = layer.faces_closed
     faces = torch.cat([hand_faces, torch.from_numpy(arm_faces) + verts.shape[1]])
-    rot1 = _frontal_rotations(_hand_frame(joints), cfg, rng)
+    rot1 = _frontal_rotations(frame, cfg, rng)
     out: dict[str, list] = {"depth": [], "synth": [], "joints36": [], "verts": []}
     for view in range(views):
         rot = Rotation.from_euler("xy", VIEW_TILTS[view], degrees=True).as_matrix() @ rot1
@@ -252,21 +246,17 @@ def _write_png(path: Path, depth_mm: np.ndarray) -> None:
     if path.exists():  # it may be a hard link of another view (view_mode='copy'): never write through it
         path.unlink()
     # fast zlib level: generation time is dominated by PNG writing otherwise
-    if not cv2.imwrite(str(path), encode_depth(depth_mm), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-        raise OSError(f"cannot write PNG {path}")
+    write_depth_png(path, depth_mm, compression=1)
 
 
 def load_model(mano_path: str | None = None) -> ManoModel:
-    """The MANO-format model at ``mano_path``, or the procedural stand-in (written to a temporary file and
+    """The MANO-format model at ``mano_path``, or the procedural stand-in (:func:`render.standin.load_standin`:
     read back through the same restricted reader as the real file)."""
     if mano_path:
         return load_mano(mano_path)
-    from render.standin import write_standin
+    from render.standin import load_standin
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "MANO_RIGHT.pkl")
-        write_standin(path)
-        return load_mano(path)
+    return load_standin()
 
 
 def _write_split(split_dir: Path, layer: ManoLayer, coeffs: np.ndarray | None, n: int, views: int,

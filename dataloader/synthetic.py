@@ -38,7 +38,7 @@ from dataloader.nyu_joints import nyu36_from_mano21
 from render.mano_layer import ManoLayer, batch_rodrigues
 from render.mano_params import LAYOUT_AXIS_ANGLE, PARAM_DIM, ManoParams
 from render.rasterizer import Rendered, render_crop
-from util.geometry import normalize_depth, uvd_to_norm_uvd, xyz_to_norm_xyz, xyz_to_uvd
+from util.geometry import normalize_depth, pixel_points, uvd_to_norm_uvd, xyz_to_norm_xyz, xyz_to_uvd
 from util.joints import NYU_EVAL_14
 
 HANDS_FILE_PARTS = ("glb", "pose", "shape", "scale", "trans")  # concatenation order of the 62-d vector
@@ -250,14 +250,10 @@ def occlusion_spheres(joints_uvd: Tensor, generator: torch.Generator | None = No
 def occlusion_mask(depth: Tensor, occ: Occlusion) -> Tensor:
     """(B, 1, H, W) bool: pixels whose (u_p, v_p, d_p) lies inside an occlusion sphere.
 
-    Pixel centres follow convention (a) of §2.5 (``2 (j + 0.5) / W - 1``), d_p is the pixel's own normalised
-    depth.
+    Pixel centres and depths as :func:`util.geometry.pixel_points` (convention (a) of §2.5).
     """
     B, _, H, W = depth.shape
-    u = (2.0 * (torch.arange(W, device=depth.device, dtype=depth.dtype) + 0.5) / W - 1.0)
-    v = (2.0 * (torch.arange(H, device=depth.device, dtype=depth.dtype) + 0.5) / H - 1.0)
-    pts = torch.stack([u[None, :].expand(H, W), v[:, None].expand(H, W)], -1).reshape(1, H * W, 2)
-    pts = torch.cat([pts.expand(B, -1, -1), depth.reshape(B, H * W, 1)], -1)  # (B, HW, 3)
+    pts = pixel_points(depth).transpose(1, 2)  # (B, HW, 3)
     dist = torch.cdist(pts, occ.centers)  # (B, HW, n)
     return (dist < occ.radii[:, None, :]).any(-1).reshape(B, 1, H, W)
 
@@ -307,7 +303,8 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
         dict of float32 tensors on the params' device: ``depth`` (masked), ``depth_unoccluded``
         (B, 1, S, S) in [-1, 1], background +1;
         ``joints_xyz_norm``, ``joints_uvd_norm`` (B, 14, 3) NYU order; ``joints_xyz_norm21``,
-        ``joints_uvd_norm21`` (B, 21, 3) MANO order; ``verts_xyz_norm``, ``verts_uvd_norm`` (B, 779, 3);
+        ``joints_uvd_norm21`` (B, 21, 3) MANO order; ``verts_xyz_norm`` (B, 779, 3) (norm-uvd on demand:
+        ``util.geometry.norm_xyz_to_norm_uvd``);
         ``center_xyz``, ``cube`` (B, 3) mm; ``M`` (B, 3, 3); ``params`` (B, 62) the rendered parameters (with
         the shape noise).
     """
@@ -340,7 +337,7 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
                 uvd_to_norm_uvd(xyz_to_uvd(x, camera), center, cube_t, M, size))
 
     j_xyz, j_uvd = labels(joints)
-    v_xyz, v_uvd = labels(verts)
+    v_xyz = xyz_to_norm_xyz(verts, center, cube_t)  # no norm-uvd: no consumer needs the 779 projected points
     n_xyz, n_uvd = labels(nyu36_from_mano21(joints)[:, list(NYU_EVAL_14)])
     depth = unoccluded
     if occlusion:
@@ -348,7 +345,7 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
         depth = torch.where(occlusion_mask(unoccluded, occ), torch.ones_like(unoccluded), unoccluded)
     return {"depth": depth, "depth_unoccluded": unoccluded,
             "joints_xyz_norm": n_xyz, "joints_uvd_norm": n_uvd, "joints_xyz_norm21": j_xyz,
-            "joints_uvd_norm21": j_uvd, "verts_xyz_norm": v_xyz, "verts_uvd_norm": v_uvd,
+            "joints_uvd_norm21": j_uvd, "verts_xyz_norm": v_xyz,
             "center_xyz": center, "cube": cube_t, "M": M, "params": rendered_params}
 
 

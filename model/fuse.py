@@ -13,6 +13,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from model.resnet import BasicBlock
 
@@ -22,16 +23,11 @@ _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 @torch.no_grad()
 def _fold_pair(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> None:
     """Fold ``bn`` (eval statistics) into ``conv`` in place (adds a bias when the conv had none)."""
-    gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
-    if isinstance(conv, nn.ConvTranspose2d):  # weight (C_in, C_out / groups, k, k)
-        if conv.groups != 1:
-            raise ValueError("folding BN into a grouped ConvTranspose2d is not supported")
-        conv.weight.mul_(gain.view(1, -1, 1, 1))
-    else:  # weight (C_out, C_in / groups, k, k)
-        conv.weight.mul_(gain.view(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    new_bias = (bias - bn.running_mean) * gain + bn.bias
-    conv.bias = nn.Parameter(new_bias, requires_grad=False)
+    transpose = isinstance(conv, nn.ConvTranspose2d)  # weight (C_in, C_out / groups, k, k): gain on dim 1
+    if transpose and conv.groups != 1:
+        raise ValueError("folding BN into a grouped ConvTranspose2d is not supported")
+    conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                  bn.eps, bn.weight, bn.bias, transpose=transpose)
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:

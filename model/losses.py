@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 #: Huber threshold in normalised units (about 1.25 mm for the NYU cube)
 HUBER_DELTA = 0.01
@@ -20,8 +21,5 @@ def huber(x: torch.Tensor, y: torch.Tensor, delta: float = HUBER_DELTA, size_ave
     """
     if x.shape != y.shape:
         raise ValueError(f"huber: shapes differ, {tuple(x.shape)} vs {tuple(y.shape)}")
-    z = x - y
-    a = z.abs()
-    loss = torch.where(a < delta, 0.5 * z * z, delta * (a - 0.5 * delta))
-    per_row = loss.mean(dim=-1)
+    per_row = F.huber_loss(x, y, reduction="none", delta=delta).mean(dim=-1)
     return per_row.mean() if size_average else per_row.sum()

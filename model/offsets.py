@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from util.geometry import FOREGROUND_THRESHOLD
+from util.geometry import FOREGROUND_THRESHOLD, pixel_points
 
 #: kernel radius K of the representation (norm-uvd units; official ``feature_para = [0.8]``)
 OFFSET_KERNEL = 0.8
@@ -30,16 +30,6 @@ def depth_at_feature_size(depth: torch.Tensor, feature_size: int) -> torch.Tenso
     if depth.shape[-1] == feature_size and depth.shape[-2] == feature_size:
         return depth
     return F.interpolate(depth, size=(feature_size, feature_size), mode="nearest")
-
-
-def pixel_points(depth_f: torch.Tensor) -> torch.Tensor:
-    """Pixel positions ``P_p`` (B, 3, F*F) = (u_p, v_p, d_p) for a downsampled depth (B, 1, F, F), row-major."""
-    b, _, f, _ = depth_f.shape
-    centres = (2.0 * (torch.arange(f, device=depth_f.device, dtype=depth_f.dtype) + 0.5) / f) - 1.0  # (F,)
-    v = centres.view(f, 1).expand(f, f)  # row index i -> v
-    u = centres.view(1, f).expand(f, f)  # column index j -> u
-    uv = torch.stack((u, v), dim=0).reshape(1, 2, f * f).expand(b, 2, f * f)
-    return torch.cat((uv, depth_f.reshape(b, 1, f * f)), dim=1)
 
 
 def _check_depth(depth: torch.Tensor) -> None:

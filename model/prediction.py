@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from model.offsets import DECODE_TEMPERATURE, decode_offsets
@@ -42,11 +43,15 @@ def place_mano_prediction(mano_layer: Any, theta: torch.Tensor, center_xyz: torc
         :class:`PlacedMano` (differentiable w.r.t. theta).
     """
     out: DsfManoOutput = mano_layer.forward_dsf(theta, global_scale=DSF_GLOBAL_SCALE)
-    return PlacedMano(
-        verts_norm=out.vertices, joints_norm=out.joints,
-        verts_mm=norm_xyz_to_xyz(out.vertices, center_xyz, cube),
-        joints_mm=norm_xyz_to_xyz(out.joints, center_xyz, cube),
-    )
+    return _placed_from_norm(out.vertices, out.joints, center_xyz, cube)
+
+
+def _placed_from_norm(verts_norm: torch.Tensor, joints_norm: torch.Tensor, center_xyz: torch.Tensor,
+                      cube: torch.Tensor) -> PlacedMano:
+    """A hand already in norm-xyz (B, V, 3) / (B, J, 3) -> :class:`PlacedMano` (mm with ``X_n S / 2 + C``)."""
+    return PlacedMano(verts_norm=verts_norm, joints_norm=joints_norm,
+                      verts_mm=norm_xyz_to_xyz(verts_norm, center_xyz, cube),
+                      joints_mm=norm_xyz_to_xyz(joints_norm, center_xyz, cube))
 
 
 def norm_uvd_joints_to_mm(joints_uvd: torch.Tensor, center_xyz: torch.Tensor, cube: torch.Tensor, M: torch.Tensor,
@@ -83,6 +88,17 @@ def _camera_tuple(camera) -> Any:
     return camera.as_tuple() if hasattr(camera, "as_tuple") else camera
 
 
+def _render_crop_matrix(rendered: Any, renderer: Any, camera: Any, size: int, dtype: torch.dtype
+                        ) -> torch.Tensor | None:
+    """The stage-1 render's ``M`` (B, 3, 3) when it is the default matrix :func:`predict` would compute: same
+    camera (a shared 4-tuple), crop size and dtype; else None."""
+    M = getattr(rendered, "M", None)
+    if M is None or M.dtype != dtype or isinstance(camera, (torch.Tensor, np.ndarray)):
+        return None
+    same_camera = tuple(float(c) for c in camera) == tuple(float(c) for c in getattr(renderer, "camera", ()))
+    return M if same_camera and getattr(renderer, "size", None) == size else None
+
+
 def predict(net: torch.nn.Module, depth: torch.Tensor, center_xyz: torch.Tensor, cube: torch.Tensor,
             M: torch.Tensor | None = None, camera: Any = NYU_CAMERA.as_tuple(), *, renderer: Any = None,
             mano_layer: Any = None, temperature: float = DECODE_TEMPERATURE) -> PosePrediction:
@@ -108,17 +124,23 @@ def predict(net: torch.nn.Module, depth: torch.Tensor, center_xyz: torch.Tensor,
         raise ValueError("predict needs a MANO layer for the MANO branch: pass mano_layer=... or a renderer "
                          "that has a .mano_layer")
     camera = _camera_tuple(camera)
-    if M is None:
-        M = crop_matrix_batch(center_xyz, cube, camera, depth.shape[-1]).to(dtype=center_xyz.dtype)
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
             out = net(depth, center_xyz, cube, renderer=renderer)
+            rendered = out.render  # the stage-1 hand, already evaluated (and its M computed) by the stage-2 remap
+            if M is None:
+                M = _render_crop_matrix(rendered, renderer, camera, depth.shape[-1], center_xyz.dtype)
+            if M is None:
+                M = crop_matrix_batch(center_xyz, cube, camera, depth.shape[-1]).to(dtype=center_xyz.dtype)
             stages = []
-            for stage in out.stages:
+            for k, stage in enumerate(out.stages):
                 uvd = decode_offsets(stage.maps, depth, net.offset_kernel, temperature)
-                placed = place_mano_prediction(mano_layer, stage.mano, center_xyz, cube)
+                if k == 0 and rendered is not None and mano_layer is getattr(renderer, "mano_layer", None):
+                    placed = _placed_from_norm(rendered.verts_xyz, rendered.joints_xyz, center_xyz, cube)
+                else:
+                    placed = place_mano_prediction(mano_layer, stage.mano, center_xyz, cube)
                 stages.append(StagePrediction(
                     pwe_uvd=uvd, pwe_mm=norm_uvd_joints_to_mm(uvd, center_xyz, cube, M, camera),
                     mano_mm=placed.joints_mm, mano_verts_mm=placed.verts_mm))

@@ -251,3 +251,16 @@ def denormalize_depth(depth_n: Array, center_z: Array, cube_z: Array) -> Array:
 
 #: a pixel of a normalised crop is hand/foreground when its value is below this (DSF ``lt(0.99)``)
 FOREGROUND_THRESHOLD = 0.99
+
+
+def pixel_points(depth: torch.Tensor) -> torch.Tensor:
+    """Pixel positions ``P_p`` (B, 3, H*W) = (u_p, v_p, d_p) of a normalised crop (B, 1, H, W), row-major.
+
+    Pixel-centre convention (a) of dsf-method.md §2.5: pixel (row i, column j) sits at
+    ``u_p = 2 (j + 0.5) / W - 1``, ``v_p = 2 (i + 0.5) / H - 1``; ``d_p`` is the pixel's own value.
+    """
+    b, _, h, w = depth.shape
+    u = 2.0 * (torch.arange(w, device=depth.device, dtype=depth.dtype) + 0.5) / w - 1.0  # (W,)
+    v = 2.0 * (torch.arange(h, device=depth.device, dtype=depth.dtype) + 0.5) / h - 1.0  # (H,)
+    uv = torch.stack((u.view(1, w).expand(h, w), v.view(h, 1).expand(h, w)), dim=0)  # column j -> u, row i -> v
+    return torch.cat((uv.reshape(1, 2, h * w).expand(b, 2, h * w), depth.reshape(b, 1, h * w)), dim=1)

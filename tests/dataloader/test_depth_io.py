@@ -25,6 +25,14 @@ def test_depth_png_round_trip_full_uint16_range(tmp_path):
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int64)
     np.testing.assert_array_equal(raw[..., 1] * 256 + raw[..., 0], depth.astype(np.int64))
     assert raw[..., 2].max() == 0
+    # an explicit zlib level changes the file size, never the content
+    fast, small = tmp_path / "fast.png", tmp_path / "small.png"
+    write_depth_png(fast, depth, compression=1)
+    write_depth_png(small, depth, compression=9)
+    for p in (fast, small):
+        check_depth_png(p, depth.shape)
+        np.testing.assert_array_equal(decode_depth(p), depth)
+    assert small.stat().st_size < fast.stat().st_size
 
 
 def test_encode_rounds_and_rejects_bad_depth():

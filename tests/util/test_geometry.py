@@ -91,3 +91,15 @@ def test_batched_crop_matrix_is_bit_identical_to_the_scalar_one():
     t = g.crop_matrix_batch(torch.tensor(c), torch.tensor(s), CAM, dtype=torch.float64)
     assert t.dtype == torch.float64 and np.array_equal(t.numpy(), ref)
     assert g.crop_matrix_batch(torch.tensor(c), torch.tensor(s), CAM).dtype == torch.float32
+
+
+def test_pixel_points_non_square_grid():
+    """Pixel (row i, column j) of an H x W crop sits at (2(j + 0.5)/W - 1, 2(i + 0.5)/H - 1, depth[i, j])."""
+    depth = torch.rand(2, 1, 3, 5, dtype=torch.float64)
+    pts = g.pixel_points(depth)
+    assert pts.shape == (2, 3, 15) and pts.dtype == torch.float64
+    i, j = np.meshgrid(np.arange(3), np.arange(5), indexing="ij")
+    ref = np.stack([2 * (j + 0.5) / 5 - 1, 2 * (i + 0.5) / 3 - 1], 0).reshape(2, 15)
+    for b in range(2):
+        np.testing.assert_allclose(pts[b, :2].numpy(), ref, rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(pts[b, 2].numpy(), depth[b, 0].numpy().reshape(15))
