@@ -6,7 +6,6 @@ reference time, then each torch variant's time and its speed-up over the referen
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,6 +17,7 @@ import torch
 from render.mano_io import ManoModel, load_mano
 from render.mano_layer import DSF_GLOBAL_SCALE, ManoLayer
 from render.mano_params import LAYOUT_AXIS_ANGLE as LAYOUT
+from render.standin import load_standin
 from bench.timing import median_seconds
 from tests.render.test_mano_layer import numpy_mano  # the independent float64 reference
 
@@ -27,14 +27,7 @@ BATCHES = (32, 1024)
 def load_model() -> ManoModel:
     """The oracle's random MANO-format model if ../shared is present, else the procedural stand-in."""
     oracle = REPO.parent / "shared" / "oracle" / "mano_synth_model.npz"
-    if oracle.is_file():
-        return load_mano(oracle)
-    from render.standin import write_standin
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "MANO_RIGHT.pkl"
-        write_standin(str(path))
-        return load_mano(path)
+    return load_mano(oracle) if oracle.is_file() else load_standin()
 
 
 def time_batch(model: ManoModel, layer: ManoLayer, batch: int, rng: np.random.Generator) -> dict[str, float]:

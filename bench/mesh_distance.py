@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from render import mesh_distance as md
-from render.mano_io import load_mano
 from render.mano_layer import ManoLayer
-from render.standin import write_standin
+from render.standin import load_standin
 from bench.timing import best_seconds
+from util.joints import NUM_PARTS
 
 NORM_HALF_CUBE_MM = 125.0  # norm-xyz = (x - centre) / (cube / 2), cube 250 mm
 P3D_PYTHON = REPO / ".venv-p3d" / "bin" / "python"
@@ -47,29 +47,28 @@ def hand_batch(layer: ManoLayer, batch: int, gen: torch.Generator) -> tuple[torc
     """Posed closed hands (B, 779, 3) in norm units, and the same hands with a slightly different pose."""
     rot = 0.5 * torch.randn(batch, 3, generator=gen)
     pose = 0.3 * torch.randn(batch, 45, generator=gen)
+    rest = torch.cat([torch.zeros(batch, 10), torch.ones(batch, 1), torch.zeros(batch, 3)], 1)  # betas s t
     out = []
     for p in (pose, pose + 0.05 * torch.randn(batch, 45, generator=gen)):
-        o = layer(rot, p, torch.zeros(batch, 10))
-        wrist_centre = o.vertices[:, layer.wrist_loop].mean(1, keepdim=True)
-        v = torch.cat([o.vertices, wrist_centre], 1)
-        out.append((v - o.joints[:, 9:10]) / NORM_HALF_CUBE_MM)  # centred near the palm
+        # forward_dsf takes PCA coefficients: these give the finger axis-angles p (components are invertible)
+        pca = torch.linalg.solve(layer.hands_components.T, (p - layer.hands_mean).T).T
+        o = layer.forward_dsf(torch.cat([rot, pca, rest], 1))  # mm, wrist closed (779 vertices)
+        out.append((o.vertices - o.joints[:, 9:10]) / NORM_HALF_CUBE_MM)  # centred near the palm
     return out[0], out[1]
 
 
-def sample_points(verts: torch.Tensor, faces: torch.Tensor, parts: list[torch.Tensor] | None, n: int,
+def sample_points(verts: torch.Tensor, faces: torch.Tensor, parts: torch.Tensor | None, n: int,
                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Area-weighted surface samples + 0.01 noise (≈ 1.3 mm): (B, n, 3), and labels (B, n).
 
-    With ``parts`` (Q_fin of the part-aware loss) only faces of some part are sampled and each point gets a
-    random part holding its source face (1..K); without (Q_all), all faces and labels 0.
+    With ``parts`` (part bits (F,), Q_fin of the part-aware loss) only faces of some part are sampled and each
+    point gets a random part holding its source face (1..K); without (Q_all), all faces and labels 0.
     """
     tri = verts[:, faces]  # (B, F, 3, 3)
     area = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]).norm(dim=-1)
     member = torch.ones(faces.shape[0], 1)
     if parts is not None:
-        member = torch.zeros(faces.shape[0], len(parts))
-        for k, ids in enumerate(md.face_ids_of_parts(parts, faces)):
-            member[ids, k] = 1.0
+        member = ((parts[:, None] >> torch.arange(1, NUM_PARTS + 1)) & 1).float()  # (F, K)
         area = area * (member.sum(1) > 0)
     fi = torch.multinomial(area, n, replacement=True, generator=gen)  # (B, n)
     w = torch.rand(*fi.shape, 2, generator=gen)
@@ -106,10 +105,9 @@ def pytorch3d_python() -> str | None:
 
 
 def run_pytorch3d(python: str, verts: torch.Tensor, faces: torch.Tensor, q_all: torch.Tensor,
-                  q_fin: torch.Tensor, parts: list[torch.Tensor], labels: torch.Tensor,
+                  q_fin: torch.Tensor, ids: list[torch.Tensor], labels: torch.Tensor,
                   repeats: int) -> dict[str, np.ndarray]:
-    """bench/p3d_distance_ref.py on the batch: whole mesh on ``q_all``, per part on ``q_fin``."""
-    ids = md.face_ids_of_parts(parts, faces)
+    """bench/p3d_distance_ref.py on the batch: whole mesh on ``q_all``, per part (face ids) on ``q_fin``."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(src, points=q_all.numpy(), verts=verts.numpy(), faces=faces.numpy(),
@@ -130,15 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     gen = torch.Generator().manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_standin(str(Path(tmp) / "MANO_RIGHT.pkl"))
-        layer = ManoLayer(load_mano(Path(tmp) / "MANO_RIGHT.pkl"))
-    faces, parts = layer.faces_closed, layer.part_faces
+    layer = ManoLayer(load_standin())
+    faces, parts = layer.faces_closed, layer.part_bits
     verts, observed = hand_batch(layer, args.batch, gen)
     q_all, _ = sample_points(observed, faces, None, args.points, gen)
     q_fin, labels = sample_points(observed, faces, parts, args.points, gen)
     nb = min(args.ref_batch, args.batch)
-    print(f"B={args.batch} P={args.points} F={faces.shape[0]} parts={len(parts)}, float32, "
+    print(f"B={args.batch} P={args.points} F={faces.shape[0]} parts={NUM_PARTS}, float32, "
           f"{torch.get_num_threads()} threads; brute-force reference on {nb} samples x {args.batch / nb:g}")
 
     def whole(search: str):
@@ -156,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         # sanity: both searches give the same distances on the reference samples
         torch.testing.assert_close(make("auto")(pts[:nb], verts[:nb]), make("brute")(pts[:nb], verts[:nb]),
                                    rtol=1e-4, atol=1e-6)
-        label = "whole mesh" if name == "mesh" else f"per part ({len(parts)})"
+        label = "whole mesh" if name == "mesh" else f"per part ({NUM_PARTS})"
         print(f"{label:<15}{fwd:>8.1f}ms{both:>8.1f}ms{ref:>13.1f}ms{ref / both:>9.1f}x")
         with torch.no_grad():
             ours[name] = (fwd, both, make("auto")(pts, verts).numpy())
@@ -166,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         print("pytorch3d: skipped (" + ("--p3d-repeats 0" if args.p3d_repeats <= 0 else
                                          "not importable here and no .venv-p3d") + ")")
         return
-    p3d = run_pytorch3d(python, verts, faces, q_all, q_fin, parts, labels, args.p3d_repeats)
+    p3d = run_pytorch3d(python, verts, faces, q_all, q_fin, layer.part_face_ids, labels, args.p3d_repeats)
     print(f"pytorch3d point_face_distance (min_triangle_area=0; {python}), full batch, best of "
           f"{args.p3d_repeats}; ratio = pytorch3d / ours")
     # relative differences only where d > 1e-4 (1.25 mm): closer in, float32 cancellation dominates both
@@ -177,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         ref = p3d[f"{name}_sqdist"]
         off = ref > 1e-4
         diff, rel = np.abs(d - ref).max(), (np.abs(d - ref)[off] / ref[off]).max()
-        label = "whole mesh" if name == "mesh" else f"per part ({len(parts)})"
+        label = "whole mesh" if name == "mesh" else f"per part ({NUM_PARTS})"
         print(f"{label:<15}{p_fwd:>8.0f}ms{p_both:>8.0f}ms{p_fwd / fwd:>10.1f}x{p_both / both:>14.1f}x"
               f"{diff:>10.1e}{rel:>18.1e}")
 

@@ -43,17 +43,20 @@ P3D_SCRIPT = REPO.parent / "shared" / "tools" / "p3d_reference.py"
 SIZE = 128
 
 
-def stand_in_hands(batch: int, seed: int = 0):
-    """Stand-in MANO hands: verts (B, 779, 3) mm camera frame, faces (1554, 3), centres (B, 3), cubes (B, 3).
-    """
-    from render.mano_io import load_mano
+def stand_in_layer():
+    """The MANO layer of the procedural stand-in (built once per run)."""
     from render.mano_layer import ManoLayer
-    from render.mano_params import NUM_BETAS, NUM_POSE_PCA, ManoParams
-    from render.standin import write_standin
+    from render.standin import load_standin
 
-    with tempfile.TemporaryDirectory() as tmp:
-        write_standin(f"{tmp}/MANO_RIGHT.pkl")
-        layer = ManoLayer(load_mano(f"{tmp}/MANO_RIGHT.pkl"))
+    return ManoLayer(load_standin())
+
+
+def stand_in_hands(layer, batch: int, seed: int = 0):
+    """Stand-in MANO hands of ``layer``: verts (B, 779, 3) mm camera frame, faces (1554, 3), centres (B, 3),
+    cubes (B, 3).
+    """
+    from render.mano_params import NUM_BETAS, NUM_POSE_PCA, ManoParams
+
     g = torch.Generator().manual_seed(seed)
     params = ManoParams(global_orient=torch.zeros(batch, 3),
                         pose_pca=torch.randn(batch, NUM_POSE_PCA, generator=g),
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {SIZE}x{SIZE} crops, stand-in MANO "
           f"hands 500-1200 mm, NYU camera; times are medians in ms")
 
-    verts, faces, centre, cube = stand_in_hands(1, seed=1)
+    layer = stand_in_layer()
+    verts, faces, centre, cube = stand_in_hands(layer, 1, seed=1)
     render_crop(verts, faces, centre, cube, cam)  # compiles / loads the numba kernel
     M = crop_matrix_batch(centre.double().numpy(), cube.double().numpy(), cam, SIZE)
     k_crop = torch.as_tensor(crop_intrinsics(cam, M), dtype=torch.float32)
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                  f"{'face diff':>9}")
     print(head)
     for B in a.batches:
-        verts, faces, centre, cube = stand_in_hands(B, seed=B)
+        verts, faces, centre, cube = stand_in_hands(layer, B, seed=B)
         weights = torch.rand(B, SIZE, SIZE)
         repeat = max(5, 64 // B)
 

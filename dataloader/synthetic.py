@@ -37,8 +37,8 @@ from dataloader.depth_io import DataFileError
 from dataloader.nyu_joints import nyu36_from_mano21
 from render.mano_layer import ManoLayer, batch_rodrigues
 from render.mano_params import LAYOUT_AXIS_ANGLE, PARAM_DIM, ManoParams
-from render.rasterizer import Rendered, render_crop
-from util.geometry import normalize_depth, pixel_points, uvd_to_norm_uvd, xyz_to_norm_xyz, xyz_to_uvd
+from render.rasterizer import Rendered, render_normalised_crop
+from util.geometry import pixel_points, uvd_to_norm_uvd, xyz_to_norm_xyz, xyz_to_uvd
 from util.joints import NYU_EVAL_14
 
 HANDS_FILE_PARTS = ("glb", "pose", "shape", "scale", "trans")  # concatenation order of the 62-d vector
@@ -329,8 +329,8 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
     cube_t = _cube_rows(cube, B) * _uniform((B, 1), 1.0 - cube_jitter, 1.0 + cube_jitter, generator)
     center, cube_t = center.to(dev, torch.float32), cube_t.to(dev, torch.float32)
 
-    ren, M = render_crop(verts, mano_layer.faces_closed, center, cube_t, camera, size, rasterizer=rasterizer)
-    unoccluded = normalize_depth(ren.depth[:, None], center[:, 2], cube_t[:, 2])  # (B, 1, S, S), bg +1
+    unoccluded, _, M = render_normalised_crop(verts, mano_layer.faces_closed, center, cube_t, camera, size,
+                                              rasterizer=rasterizer)  # (B, 1, S, S), bg +1
 
     def labels(x: Tensor) -> tuple[Tensor, Tensor]:
         return (xyz_to_norm_xyz(x, center, cube_t),

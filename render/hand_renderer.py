@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from render.mano_layer import DSF_GLOBAL_SCALE, ManoLayer
-from render.rasterizer import Rendered, get_rasterizer, render_crop
-from util.geometry import norm_xyz_to_norm_uvd, norm_xyz_to_xyz, normalize_depth
+from render.rasterizer import Rendered, get_rasterizer, render_normalised_crop
+from util.geometry import norm_xyz_to_norm_uvd, norm_xyz_to_xyz
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,8 @@ class HandRenderer(nn.Module):
         cube = cube.to(verts_xyz).expand(verts_xyz.shape[0], 3)
         center = center_xyz.to(verts_xyz)
         verts_mm = norm_xyz_to_xyz(verts_xyz, center, cube)
-        rendered, M = render_crop(verts_mm, self.mano_layer.faces_closed, center, cube, self.camera, self.size,
-                                  rasterizer=self._rasterize)
-        depth = normalize_depth(rendered.depth, center[:, 2], cube[:, 2])
-        return depth[:, None], rendered.mask[:, None], M
+        return render_normalised_crop(verts_mm, self.mano_layer.faces_closed, center, cube, self.camera,
+                                      self.size, rasterizer=self._rasterize)
 
     def render_prediction(self, theta: Tensor, center_xyz: Tensor, cube: Tensor) -> PredictionRender:
         """Render predicted MANO vectors theta (B, 62) with each sample's crop centre (B, 3) mm and cube (B, 3) mm."""

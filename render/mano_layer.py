@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from render.mano_io import ManoFormatError, ManoModel
-from render.mano_params import NUM_BETAS, NUM_POSE_PCA, ManoParams
+from render.mano_io import NUM_BETAS, NUM_HAND_POSE, NUM_VERTS, ManoFormatError, ManoModel
+from render.mano_params import ManoParams
 from util.joints import (
     FINGERTIP_VERTEX_IDS,
     MANO_PARENTS,
@@ -44,8 +44,7 @@ RODRIGUES_EPS = 1e-8
 PART_WEIGHT_THRESHOLD = 0.1
 #: sphere radii average the 10 nearest regressor vertices of each joint (dsf-method §3.5)
 MIN_REGRESSOR_VERTICES = 10
-NUM_MANO_VERTS = 778
-WRIST_CENTRE_VERTEX = NUM_MANO_VERTS  # index of the extra vertex closing the wrist
+WRIST_CENTRE_VERTEX = NUM_VERTS  # index of the extra vertex closing the wrist
 
 DATASET_JOINT_MAPS = {
     "nyu": MANO_TO_NYU, "icvl": MANO_TO_ICVL, "msra": MANO_TO_MSRA, "bighand": MANO_TO_BIGHAND,
@@ -112,25 +111,41 @@ def batch_rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     return quat_to_rotmat(torch.cat([torch.cos(half), torch.sin(half) * axis], dim=-1))
 
 
+def _as_index(ids: list[int]) -> slice | list[int]:
+    """``ids`` as a slice where possible (a view: no index tensor built per call), else the list.
+
+    An increasing arithmetic progression is its slice; ids that are all equal become a one-element slice,
+    which broadcasts against the level like the repeated ids would.
+    """
+    if len(set(ids)) == 1:
+        return slice(ids[0], ids[0] + 1)
+    step = ids[1] - ids[0]
+    return slice(ids[0], ids[-1] + 1, step) if step > 0 and ids == list(range(ids[0], ids[-1] + 1, step)) \
+        else ids
+
+
 @functools.lru_cache(maxsize=8)
-def _kinematic_levels(parents: tuple[int, ...]) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+def _kinematic_levels(parents: tuple[int, ...]) -> list[tuple[slice | list[int], ...]]:
     """Group joints by tree depth so that each level is one batched matmul.
 
-    Returns ``levels`` = [(joint ids at depth d, position of each one's parent inside level d-1)] and the
-    permutation that puts the concatenated levels back into joint order.
+    Returns, per depth d: (joints at depth d, their parents' joint ids, their parents' positions in level
+    d-1), as slices where possible (for MANO all are: depth d >= 1 holds joints d, d+3, ..., d+12); the
+    parent entries are None at depth 0.
     """
     depth: list[int] = []
     for k, p in enumerate(parents):
         if p >= k:
             raise ValueError(f"parents must precede their children; joint {k} has parent {p}")
         depth.append(0 if p < 0 else depth[p] + 1)
-    levels: list[tuple[list[int], list[int]]] = []
+    levels: list[tuple] = []
+    prev: list[int] = []
     for d in range(max(depth) + 1):
         ids = [k for k in range(len(parents)) if depth[k] == d]
-        prev = levels[-1][0] if levels else []
-        levels.append((ids, [prev.index(parents[k]) for k in ids] if d else []))
-    order = [k for ids, _ in levels for k in ids]
-    return levels, [order.index(k) for k in range(len(parents))]
+        par = [parents[k] for k in ids]
+        levels.append((_as_index(ids),) + ((_as_index(par), _as_index([prev.index(p) for p in par])) if d
+                                           else (None, None)))
+        prev = ids
+    return levels
 
 
 def batch_rigid_transform(
@@ -147,22 +162,20 @@ def batch_rigid_transform(
         posed_joints (B, J, 3): the chain translations G_k[:3, 3];
         transforms (B, J, 3, 4): rest pose removed, A_k = G_k * translate(-J_k) (top 3 rows).
     """
-    levels, back = _kinematic_levels(tuple(int(p) for p in parents))
-    parent_idx = [max(p, 0) for p in parents]
-    has_parent = torch.tensor([p >= 0 for p in parents], dtype=joints.dtype, device=joints.device)
-    rel = joints - joints[:, parent_idx] * has_parent[:, None]  # (B, J, 3) bones; the root keeps J_0
+    levels = _kinematic_levels(tuple(int(p) for p in parents))
     rot_w, t_w = [], []  # per level: world rotations (B, n, 3, 3), world translations (B, n, 3)
-    for d, (ids, parent_pos) in enumerate(levels):
-        r_loc, t_loc = rotations[:, ids], rel[:, ids]
-        if d == 0:
-            rot_w.append(r_loc)
-            t_w.append(t_loc)
-        else:  # G_k = G_parent [R_k | t_k]
-            r_par, t_par = rot_w[-1][:, parent_pos], t_w[-1][:, parent_pos]
-            rot_w.append(r_par @ r_loc)
-            t_w.append((r_par @ t_loc.unsqueeze(-1)).squeeze(-1) + t_par)
-    rot = torch.cat(rot_w, dim=1)[:, back]  # (B, J, 3, 3)
-    posed = torch.cat(t_w, dim=1)[:, back]  # (B, J, 3)
+    for ids, par, par_pos in levels:
+        if par is None:  # roots: G = [R | J]
+            rot_w.append(rotations[:, ids])
+            t_w.append(joints[:, ids])
+        else:  # G_k = G_parent [R_k | J_k - J_parent]
+            r_par, bone = rot_w[-1][:, par_pos], joints[:, ids] - joints[:, par]
+            rot_w.append(r_par @ rotations[:, ids])
+            t_w.append((r_par @ bone.unsqueeze(-1)).squeeze(-1) + t_w[-1][:, par_pos])
+    # back into joint order (slice assignments into fresh tensors; the levels are not read afterwards)
+    rot, posed = torch.empty_like(rotations), torch.empty_like(joints)
+    for (ids, _, _), r, t in zip(levels, rot_w, t_w):
+        rot[:, ids], posed[:, ids] = r, t
     t_rel = posed - (rot @ joints.unsqueeze(-1)).squeeze(-1)  # remove the rest pose: - G_k (J_k, 0)
     return posed, torch.cat([rot, t_rel.unsqueeze(-1)], dim=-1)
 
@@ -229,7 +242,9 @@ class ManoLayer(nn.Module):
         faces (1538, 3) long; faces_closed (1554, 3) long, the wrist fan to vertex 778 appended;
         J_regressor21 (778, 21): regressor + one-hot fingertip columns (official layout);
         regressor_support (16, 778) bool: vertices with a non-zero regressor weight per joint (sphere radii);
-        part_faces (property): 15 LongTensors (F_k, 3), the faces of part k = 1..15.
+        part_bits (1554,) int64: bit 0 for every face of ``faces_closed``, bit k for part k = 1..15 (the
+        form ``render.mesh_distance.point_part_sqdist`` takes); part_face_ids (property): the same as 15
+        LongTensors (F_k,) of face ids.
     """
 
     def __init__(self, model: ManoModel):
@@ -264,13 +279,17 @@ class ManoLayer(nn.Module):
         faces_closed = close_wrist(model.faces, WRIST_LOOP_VERTEX_IDS, WRIST_CENTRE_VERTEX)
         self.register_buffer("faces", torch.as_tensor(model.faces, dtype=torch.long))
         self.register_buffer("faces_closed", torch.as_tensor(faces_closed, dtype=torch.long))
-        for k, part in enumerate(part_face_sets(faces_closed, model.weights, model.source), start=1):
-            self.register_buffer(f"part_faces_{k:02d}", torch.as_tensor(part, dtype=torch.long))
+        from render.mesh_distance import part_bits  # here: keeps numba out of this module's import
+
+        ids = part_face_sets(faces_closed, model.weights, model.source)
+        self.register_buffer("part_bits", part_bits([torch.from_numpy(i) for i in ids], len(faces_closed)))
 
     @property
-    def part_faces(self) -> list[torch.Tensor]:
-        """15 LongTensors (F_k, 3): faces of ``faces_closed`` in part k = 1..15 (joint-k weight > 0.1)."""
-        return [getattr(self, f"part_faces_{k:02d}") for k in range(1, NUM_PARTS + 1)]
+    def part_face_ids(self) -> list[torch.Tensor]:
+        """15 LongTensors (F_k,): rows of ``faces_closed`` in part k = 1..15 (joint-k weight > 0.1)."""
+        from render.mesh_distance import part_face_ids
+
+        return part_face_ids(self.part_bits, NUM_PARTS)
 
     def pca_to_axis_angle(self, pose_pca: torch.Tensor) -> torch.Tensor:
         """(B, 45) PCA coefficients -> (B, 45) finger axis-angles ``pca @ components + hands_mean`` (DSF)."""
@@ -305,7 +324,7 @@ class ManoLayer(nn.Module):
         """
         batch = global_orient.shape[0]
         _check_batch("global_orient", global_orient, batch, 3)
-        _check_batch("hand_pose", hand_pose, batch, NUM_POSE_PCA)
+        _check_batch("hand_pose", hand_pose, batch, NUM_HAND_POSE)
         _check_batch("betas", betas, batch, NUM_BETAS)
         full_pose = torch.cat([global_orient, hand_pose], dim=1)
         rotations = batch_rodrigues(full_pose.reshape(-1, 3)).view(batch, -1, 3, 3)
@@ -372,7 +391,7 @@ def close_wrist(faces: np.ndarray, loop: tuple[int, ...], centre: int) -> np.nda
 
 
 def part_face_sets(faces: np.ndarray, weights: np.ndarray, source: str = "") -> list[np.ndarray]:
-    """For k = 1..15, the faces (original order) touching a vertex whose joint-k weight exceeds 0.1.
+    """For k = 1..15, the ids (ascending) of the faces touching a vertex whose joint-k weight exceeds 0.1.
 
     Args:
         faces: (F, 3); may reference the extra wrist-centre vertex (it has no weights: never in a part).
@@ -388,5 +407,5 @@ def part_face_sets(faces: np.ndarray, weights: np.ndarray, source: str = "") -> 
                 f"{source}: no vertex has a skinning weight > {PART_WEIGHT_THRESHOLD} for joint {k}; the "
                 "part-aware loss needs every part"
             )
-        parts.append(faces[in_part])
+        parts.append(np.flatnonzero(in_part))
     return parts

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-NUM_POSE_PCA = 45
-NUM_BETAS = 10
+from render.mano_format import NUM_BETAS, NUM_HAND_POSE
+
+NUM_POSE_PCA = NUM_HAND_POSE  # MANO's PCA basis is square: 45 coefficients for the 45 finger axis-angles
 
 
 @dataclass(frozen=True)

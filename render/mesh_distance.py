@@ -33,6 +33,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from render.constant_check import checked_stats, index_range
+
 try:
     from render import mesh_bvh
 except ModuleNotFoundError as _err:  # numba missing (e.g. the separate pytorch3d venv): brute force only
@@ -208,56 +210,62 @@ def _check_inputs(points: Tensor, verts: Tensor, faces: Tensor) -> None:
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] == 0 or faces.is_floating_point():
         raise ValueError(f"expected faces as a non-empty integer tensor (F, 3), got {faces.dtype} "
                          f"{tuple(faces.shape)}")
-    if int(faces.min()) < 0 or int(faces.max()) >= verts.shape[1]:
-        raise ValueError(f"face vertex ids must lie in [0, {verts.shape[1]}), got [{int(faces.min())}, "
-                         f"{int(faces.max())}]")
-    if not (bool(torch.isfinite(points).all()) and bool(torch.isfinite(verts).all())):
+    lo, hi = index_range(faces)  # a model's constant faces: checked once per tensor on CUDA
+    if lo < 0 or hi >= verts.shape[1]:
+        raise ValueError(f"face vertex ids must lie in [0, {verts.shape[1]}), got [{lo}, {hi}]")
+    if not bool(torch.isfinite(points).all() & torch.isfinite(verts).all()):  # one host sync
         raise ValueError("points and verts must be finite (found NaN or inf)")
 
 
-def face_ids_of_parts(part_faces: Sequence[Tensor], faces: Tensor) -> list[Tensor]:
-    """Parts as face ids.
+def part_bits(part_face_ids: Sequence[Tensor], num_faces: int) -> Tensor:
+    """Parts given as K face-id tensors -> the (F,) int64 part bits :func:`point_part_sqdist` takes.
+
+    Layout: bit 0 set for every face, bit k for the faces of part k = 1..K (K ≤ 62; parts may overlap).
+    ``ManoLayer.part_bits`` is built by this once; passing it saves the conversion on every call.
 
     Args:
-        part_faces: K integer tensors, each as face ids (F_k,) or as faces (F_k, 3) that are rows of ``faces``
-            (``ManoLayer.part_faces``).
-        faces: (F, 3) integer vertex ids.
-    Returns:
-        K int64 tensors (F_k,) of row indices into ``faces``; ValueError naming a malformed part.
+        part_face_ids: K non-empty integer tensors (F_k,) of row indices into the (F, 3) faces.
+        num_faces: F.
     """
-    n = int(faces.max()) + 1  # one integer key per ordered vertex triple
-
-    def key(f: Tensor) -> Tensor:
-        return (f[:, 0].long() * n + f[:, 1].long()) * n + f[:, 2].long()
-
-    sorted_keys, order = torch.sort(key(faces))
-    out = []
-    for k, part in enumerate(part_faces, start=1):
-        part = torch.as_tensor(part, device=faces.device)
-        if part.is_floating_point() or part.numel() == 0 or not (part.ndim == 1 or part.shape[-1:] == (3,)):
-            raise ValueError(f"part {k}: expected a non-empty integer tensor of face ids (F_k,) or of faces "
-                             f"(F_k, 3), got {part.dtype} {tuple(part.shape)}")
-        lo, hi = int(part.min()), int(part.max())
-        if part.ndim == 1 and not (0 <= lo and hi < faces.shape[0]):
-            raise ValueError(f"part {k}: face ids must lie in [0, {faces.shape[0]}), got [{lo}, {hi}]")
-        if part.ndim == 1:
-            out.append(part.long())
-            continue
-        pos = torch.searchsorted(sorted_keys, key(part)).clamp_max(len(sorted_keys) - 1)
-        if lo < 0 or hi >= n or not bool((sorted_keys[pos] == key(part)).all()):
-            raise ValueError(f"part {k}: some of its (F_k, 3) faces are not rows of faces")
-        out.append(order[pos])
-    return out
-
-
-def _part_bits(part_faces: Sequence[Tensor], faces: Tensor) -> Tensor:
-    """(F,) int64 bit masks: bit 0 for every face, bit k for the faces of part k (1-based)."""
-    if not 1 <= len(part_faces) <= _MAX_PARTS:
-        raise ValueError(f"expected 1..{_MAX_PARTS} part face sets, got {len(part_faces)}")
-    bits = torch.ones(faces.shape[0], dtype=torch.long, device=faces.device)
-    for k, ids in enumerate(face_ids_of_parts(part_faces, faces), start=1):
-        bits[ids] |= 1 << k
+    if not 1 <= len(part_face_ids) <= _MAX_PARTS:
+        raise ValueError(f"expected 1..{_MAX_PARTS} part face sets, got {len(part_face_ids)}")
+    dev = part_face_ids[0].device if isinstance(part_face_ids[0], Tensor) else None
+    bits = torch.ones(num_faces, dtype=torch.long, device=dev)
+    for k, ids in enumerate(part_face_ids, start=1):
+        ids = torch.as_tensor(ids, device=dev)
+        if ids.is_floating_point() or ids.ndim != 1 or ids.numel() == 0:
+            raise ValueError(f"part {k}: expected a non-empty integer tensor of face ids (F_k,), got "
+                             f"{ids.dtype} {tuple(ids.shape)}")
+        lo, hi = index_range(ids)
+        if lo < 0 or hi >= num_faces:
+            raise ValueError(f"part {k}: face ids must lie in [0, {num_faces}), got [{lo}, {hi}]")
+        bits[ids.long()] |= 1 << k
     return bits
+
+
+def _bits_parts(bits: Tensor) -> tuple[int]:
+    """(K,) of valid part bits: every face has bit 0, K = the highest part bit set; (-1,) if malformed."""
+    lo, hi = (int(v) for v in torch.stack([(bits & 1).amin(), bits.amax()]).tolist())
+    return (hi.bit_length() - 1 if lo == 1 else -1,)
+
+
+def _parts(parts: Tensor | Sequence[Tensor], faces: Tensor) -> tuple[Tensor, int]:
+    """Part bits (F,) on the faces' device and the number of parts K, from either accepted form."""
+    if not isinstance(parts, Tensor):
+        bits = part_bits(parts, faces.shape[0]).to(faces.device)
+        return bits, len(parts)
+    if parts.dtype != torch.long or parts.shape != faces.shape[:1]:
+        raise ValueError(f"part bits must be an int64 tensor ({faces.shape[0]},) (see part_bits), got "
+                         f"{parts.dtype} {tuple(parts.shape)}")
+    (n_parts,) = checked_stats(parts, "part_bits", _bits_parts)
+    if n_parts < 1:
+        raise ValueError("part bits must have bit 0 set for every face and some part bit set (see part_bits)")
+    return parts.to(faces.device), n_parts
+
+
+def part_face_ids(bits: Tensor, n_parts: int) -> list[Tensor]:
+    """The K face-id tensors (F_k,) of part bits (the inverse of :func:`part_bits`; one sync per part)."""
+    return [torch.nonzero((bits >> k) & 1).squeeze(1) for k in range(1, n_parts + 1)]
 
 
 def _label_bits(labels: Tensor, points: Tensor, n_parts: int) -> Tensor:
@@ -266,20 +274,20 @@ def _label_bits(labels: Tensor, points: Tensor, n_parts: int) -> Tensor:
         raise ValueError(f"expected integer labels of shape {tuple(points.shape[:2])}, got {labels.dtype} "
                          f"{tuple(labels.shape)}")
     labels = labels.to(device=points.device, dtype=torch.long)
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > n_parts):
-        raise ValueError(f"labels must lie in [0, {n_parts}] (0 = no part), got [{int(labels.min())}, "
-                         f"{int(labels.max())}]")
+    if labels.numel() and not (0 <= (r := torch.stack(labels.aminmax()).tolist())[0] and r[1] <= n_parts):
+        raise ValueError(f"labels must lie in [0, {n_parts}] (0 = no part), got [{r[0]}, {r[1]}]")
     return torch.where(labels > 0, torch.ones_like(labels) << labels, torch.zeros_like(labels))
 
 
-def nearest_faces(points: Tensor, verts: Tensor, faces: Tensor, part_faces: Sequence[Tensor] | None = None,
+def nearest_faces(points: Tensor, verts: Tensor, faces: Tensor,
+                  parts: Tensor | Sequence[Tensor] | None = None,
                   labels: Tensor | None = None, *, search: str = "auto",
                   chunk_pairs: int | None = None) -> Tensor:
     """Index of each point's nearest triangle (no gradient).
 
     Args:
         points: (B, P, 3) float; verts: (B, V, 3) same dtype and device; faces: (F, 3) integer, shared.
-        part_faces, labels: optional, together: K parts (as in :func:`point_part_sqdist`) and labels (B, P) in
+        parts, labels: optional, together: K parts (as in :func:`point_part_sqdist`) and labels (B, P) in
             0..K; a point labelled k ≥ 1 is matched against part k only, a point labelled 0 gets -1.
         search: "bvh" (numba tree, float64, on the CPU; CUDA inputs make a round trip), "brute" (all pairs in
             torch, input dtype) or "auto" (bvh for CPU tensors when numba is importable, brute otherwise).
@@ -287,23 +295,24 @@ def nearest_faces(points: Tensor, verts: Tensor, faces: Tensor, part_faces: Sequ
     Returns:
         (B, P) int64 face ids (-1 for label 0) on the device of ``points``.
     """
-    return _nearest(points, verts, faces, part_faces, labels, search, chunk_pairs)[0]
+    return _nearest(points, verts, faces, parts, labels, search, chunk_pairs)[0]
 
 
-def _nearest(points: Tensor, verts: Tensor, faces: Tensor, part_faces: Sequence[Tensor] | None,
+def _nearest(points: Tensor, verts: Tensor, faces: Tensor, parts: Tensor | Sequence[Tensor] | None,
              labels: Tensor | None, search: str, chunk_pairs: int | None) -> tuple[Tensor, Tensor | None]:
     """:func:`nearest_faces` plus the closest points' weights (B, P, 3) where the search gives them (bvh)."""
     _check_inputs(points, verts, faces)
-    if (part_faces is None) != (labels is None):
-        raise ValueError("part_faces and labels must be given together")
+    if (parts is None) != (labels is None):
+        raise ValueError("parts and labels must be given together")
     if search not in ("auto", "bvh", "brute"):
         raise ValueError(f"search must be one of {{'auto', 'bvh', 'brute'}}, got {search!r}")
     faces = faces.to(points.device).long()
-    if part_faces is None:
+    if parts is None:
         face_bits = torch.ones(faces.shape[0], dtype=torch.long, device=points.device)
         qbits = torch.ones(points.shape[:2], dtype=torch.long, device=points.device)
     else:
-        face_bits, qbits = _part_bits(part_faces, faces), _label_bits(labels, points, len(part_faces))
+        face_bits, n_parts = _parts(parts, faces)
+        qbits = _label_bits(labels, points, n_parts)
     tri = verts.detach()[:, faces]  # (B, F, 3, 3)
     if search == "bvh" or (search == "auto" and points.device.type == "cpu" and mesh_bvh is not None):
         return _select_bvh(points.detach(), tri, face_bits, qbits)
@@ -333,7 +342,7 @@ def point_mesh_sqdist(points: Tensor, verts: Tensor, faces: Tensor, *, backend: 
     return _sqdist_to_faces(points, verts, faces, idx, weights)
 
 
-def point_part_sqdist(points: Tensor, verts: Tensor, faces: Tensor, part_faces: Sequence[Tensor],
+def point_part_sqdist(points: Tensor, verts: Tensor, faces: Tensor, parts: Tensor | Sequence[Tensor],
                       labels: Tensor, *, backend: str = "torch", search: str = "auto",
                       chunk_pairs: int | None = None) -> Tensor:
     """Squared distance from each point to the nearest triangle of its own part (part-aware ICP, §6.4).
@@ -343,9 +352,9 @@ def point_part_sqdist(points: Tensor, verts: Tensor, faces: Tensor, part_faces: 
 
     Args:
         points, verts, faces: as in :func:`point_mesh_sqdist`.
-        part_faces: K ≤ 62 integer tensors, part k = ``part_faces[k-1]``, each as face ids (F_k,) or as
-            faces (F_k, 3) that are rows of ``faces`` (``ManoLayer.part_faces``, the 15 ``joint_faces``);
-            parts may overlap.
+        parts: the part bits (F,) int64 of :func:`part_bits` (``ManoLayer.part_bits``, the 15
+            ``joint_faces``; checked once per tensor on CUDA), or K ≤ 62 integer tensors of face ids (F_k,),
+            part k = ``parts[k-1]`` (converted on every call); parts may overlap.
         labels: (B, P) integer in 0..K; 0 = no part.
         backend, search, chunk_pairs: as in :func:`point_mesh_sqdist`.
     Returns:
@@ -356,19 +365,20 @@ def point_part_sqdist(points: Tensor, verts: Tensor, faces: Tensor, part_faces: 
     if backend == "pytorch3d":
         _check_inputs(points, verts, faces)
         faces = faces.to(points.device).long()
-        _label_bits(labels, points, len(part_faces))  # validation
+        bits, n_parts = _parts(parts, faces)
+        _label_bits(labels, points, n_parts)  # validation
         labels = labels.to(points.device)
         out = torch.zeros(points.shape[:2], dtype=points.dtype, device=points.device)
-        for k, ids in enumerate(face_ids_of_parts(part_faces, faces), start=1):
+        for k, ids in enumerate(part_face_ids(bits, n_parts), start=1):
             mask = labels == k
             if bool(mask.any()):
                 out = out + _p3d_sqdist(points, verts, faces[ids], mask)
         return out
-    idx, weights = _nearest(points, verts, faces, part_faces, labels, search, chunk_pairs)
+    idx, weights = _nearest(points, verts, faces, parts, labels, search, chunk_pairs)
     return _sqdist_to_faces(points, verts, faces, idx, weights)
 
 
-def point_each_part_sqdist(points: Tensor, verts: Tensor, faces: Tensor, part_faces: Sequence[Tensor], *,
+def point_each_part_sqdist(points: Tensor, verts: Tensor, faces: Tensor, parts: Tensor | Sequence[Tensor], *,
                            backend: str = "torch", search: str = "auto",
                            chunk_pairs: int | None = None) -> Tensor:
     """(B, P, K): squared distance from every point to every part (K times the cost of one part query).
@@ -376,10 +386,12 @@ def point_each_part_sqdist(points: Tensor, verts: Tensor, faces: Tensor, part_fa
     What the official ``JointICPLoss`` evaluates before masking by labels; :func:`point_part_sqdist` gives the
     same values for the entries the loss keeps.
     """
+    _check_inputs(points, verts, faces)
+    bits, n_parts = _parts(parts, faces.to(points.device))
     ones = torch.ones(points.shape[:2], dtype=torch.long, device=points.device)
-    return torch.stack([point_part_sqdist(points, verts, faces, part_faces, ones * k, backend=backend,
+    return torch.stack([point_part_sqdist(points, verts, faces, bits, ones * k, backend=backend,
                                           search=search, chunk_pairs=chunk_pairs)
-                        for k in range(1, len(part_faces) + 1)], dim=-1)
+                        for k in range(1, n_parts + 1)], dim=-1)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from util.geometry import crop_intrinsics, crop_matrix_batch
+from render.constant_check import index_range
+from util.geometry import crop_intrinsics, crop_matrix_batch, normalize_depth
 
 CameraLike = Union[Tensor, np.ndarray, Sequence[float]]
 
@@ -82,7 +83,7 @@ def _check_inputs(verts: Tensor, faces: Tensor, image_size: Sequence[int]) -> tu
             or faces.is_floating_point():
         got = getattr(faces, "shape", type(faces))
         raise ValueError(f"faces must be an integer tensor (F, 3), got {got}")
-    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts.shape[1]):
+    if faces.numel() and not (0 <= (r := index_range(faces))[0] and r[1] < verts.shape[1]):
         raise ValueError(f"faces index vertices outside [0, {verts.shape[1]})")
     if len(image_size) != 2 or int(image_size[0]) <= 0 or int(image_size[1]) <= 0 \
             or int(image_size[0]) * int(image_size[1]) > MAX_PIXELS:
@@ -186,21 +187,20 @@ def _select_torch(box: Tensor, table: Tensor, B: int, F: int, H: int, W: int, ma
     while start < live.numel():
         stop = max(int(torch.searchsorted(ends_cpu, done + budget, right=True)), start + 1)
         sl = slice(start, stop)
-        _scatter_chunk(key, table[:, sl], base[sl], box[sl, 2], counts[sl], live[sl], W)
-        done = int(ends_cpu[stop - 1])
-        start = stop
+        end = int(ends_cpu[stop - 1])
+        _scatter_chunk(key, table[:, sl], base[sl], box[sl, 2], counts[sl], live[sl], W, end - done)
+        done, start = end, stop
     return torch.where(key >= 0, (key & _LOW32) ^ _LOW32, key)  # undo the complement of the face id
 
 
 def _scatter_chunk(key: Tensor, table: Tensor, base: Tensor, bw: Tensor, counts: Tensor, gids: Tensor,
-                   W: int) -> None:
+                   W: int, n_pairs: int) -> None:
     """Enumerate the candidate pairs of one chunk of faces and max-merge their (1/z, face) keys into ``key``.
 
     table (12, n) float32, base (n,) flat first pixel, bw (n,) window width, counts (n,) window sizes,
-    gids (n,) batch-flat face ids.
+    gids (n,) batch-flat face ids; n_pairs = counts.sum(), passed in (the caller has it on the host).
     """
-    n = int(counts.sum())
-    dev = key.device
+    dev, n = key.device, n_pairs
     owner = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=n)
     first = torch.cumsum(counts, 0) - counts
     # rank of the pair inside its face's window
@@ -323,6 +323,24 @@ def render_crop(verts: Tensor, faces: Tensor, center_xyz: Tensor, cube: Tensor, 
     k_crop = crop_intrinsics(cam, M).to(verts.dtype)  # (B, 4)
     out = (rasterizer or render_depth)(verts, faces, k_crop, (size, size), **kwargs)
     return out, M.to(verts.dtype)
+
+
+def render_normalised_crop(verts_mm: Tensor, faces: Tensor, center_xyz: Tensor, cube: Tensor,
+                           camera: CameraLike, size: int = 128, *,
+                           rasterizer: Callable[..., Rendered] | None = None
+                           ) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`render_crop`, then the depth normalised like a real crop (``util.geometry.normalize_depth``).
+
+    Args:
+        verts_mm: (B, V, 3) mm camera frame; faces (F, 3); center_xyz (B, 3) mm; cube (B, 3) mm;
+        camera, size, rasterizer: as in :func:`render_crop`.
+    Returns:
+        depth (B, 1, S, S) in [-1, 1], background +1 (differentiable w.r.t. the vertices);
+        mask (B, 1, S, S) bool, covered pixels; M (B, 3, 3) the crop matrices.
+    """
+    rendered, M = render_crop(verts_mm, faces, center_xyz, cube, camera, size, rasterizer=rasterizer)
+    depth = normalize_depth(rendered.depth, center_xyz[:, 2], cube[:, 2])
+    return depth[:, None], rendered.mask[:, None], M
 
 
 RENDERERS = ("torch", "pytorch3d")

@@ -23,13 +23,17 @@ vertex rings), ``render.standin_mesh`` (triangulation, orientation, MANO vertex 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import io
 import os
+import tempfile
 from fractions import Fraction
 
 import numpy as np
 
-from render.mano_format import NUM_FACES, NUM_JOINTS, NUM_VERTS  # noqa: F401  (NUM_FACES re-exported)
+from render.mano_format import NUM_FACES, NUM_JOINTS, NUM_VERTS
+from render.mano_io import ManoModel, load_mano
 from render.mano_pickle import v12_pickle_bytes
 from render.standin_geometry import (  # noqa: F401  (the stand-in's dimensions, re-exported)
     BLEND, CAP_ANGLES_DEG, FINGERS, JOINT_HALF_GAP, MAX_GAP, MM, PALM_IDS, PALM_N, PALM_ROWS, PALM_TAIL,
@@ -134,6 +138,23 @@ def write_standin(path: str) -> None:
     _write(path, standin_bytes())
 
 
+@functools.lru_cache(maxsize=1)
+def _read_back() -> ManoModel:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "MANO_RIGHT.pkl")
+        write_standin(path)  # a real file, so the whole reader path (magic sniff, open, unpickle) runs
+        model = load_mano(path)
+    model.source = "procedural stand-in MANO_RIGHT.pkl (render.standin)"  # the temporary file is gone
+    return model
+
+
+def load_standin() -> ManoModel:
+    """The stand-in as a ``ManoModel``: written to a temporary ``MANO_RIGHT.pkl`` and read back through
+    ``render.mano_io.load_mano`` (the restricted reader of the real file). Built once per process; each call
+    returns a fresh deep copy, so callers may modify it."""
+    return copy.deepcopy(_read_back())
+
+
 def _npz_bytes(model: dict) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in model.items()})
@@ -151,11 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output path, e.g. MANO/MANO_RIGHT.pkl")
     parser.add_argument("--npz", action="store_true", help="write a chumpy-free .npz, not the v1.2 pickle")
     args = parser.parse_args(argv)
-    model, shapes20 = _build()
-    _write(args.out, _npz_bytes(model) if args.npz else v12_pickle_bytes(model, shapes20))
+    (write_standin_npz if args.npz else write_standin)(args.out)
     print(f"stand-in MANO model ({'npz' if args.npz else 'v1.2 pickle'}) -> {args.out}: "
-          f"V={len(model['v_template'])} F={len(model['f'])} joints={len(model['J'])} "
-          f"size={os.path.getsize(args.out)} bytes")
+          f"V={NUM_VERTS} F={NUM_FACES} joints={NUM_JOINTS} size={os.path.getsize(args.out)} bytes")
 
 
 if __name__ == "__main__":

@@ -32,11 +32,12 @@ def standin_pkl(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def standin_model(standin_pkl):
-    """The stand-in read back through the same restricted reader as the real file."""
-    from render.mano_io import load_mano
+def standin_model():
+    """The stand-in read back through the same restricted reader as the real file (``load_standin`` writes
+    a real temporary ``MANO_RIGHT.pkl``; the file-level tests use ``standin_pkl``)."""
+    from render.standin import load_standin
 
-    return load_mano(str(standin_pkl))
+    return load_standin()
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,8 @@ NYU: 36 annotated joints in ``joint_data.mat``; the community evaluates 14 of th
 from __future__ import annotations
 
 # --- MANO (native 16 joints + 5 tips) -------------------------------------------------------------
-MANO_NUM_JOINTS = 16
+# (the model file's sizes -- 778 vertices, 1538 faces, 16 native joints -- live in render.mano_format)
 NUM_JOINTS = 21
-MANO_NUM_VERTS = 778
-MANO_NUM_FACES = 1538
 #: parent of each native joint; -1 for the root (kintree_table row 0 with 2**32-1 mapped to -1)
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 #: the "child" of finger joints 1..15 (bone b = joint b+1 -> MANO_CHILDREN[b])

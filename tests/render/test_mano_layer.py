@@ -224,17 +224,20 @@ def test_quaternion_root_equals_axis_angle_root(oracle_layer):
 
 def test_part_faces_and_regressor_support(oracle_layer, oracle_model):
     faces = oracle_layer.faces_closed.numpy()
-    parts = oracle_layer.part_faces
-    assert len(parts) == 15
+    parts = oracle_layer.part_face_ids
+    bits = oracle_layer.part_bits
+    assert len(parts) == 15 and bits.shape == (1554,) and bits.dtype == torch.long
     for k, part in enumerate(parts, start=1):
         members = set(np.flatnonzero(oracle_model.weights[:, k] > 0.1).tolist())
-        expected = [f for f in faces.tolist() if members & set(f)]
+        expected = [i for i, f in enumerate(faces.tolist()) if members & set(f)]
         assert part.tolist() == expected
+        assert [i for i, b in enumerate(bits.tolist()) if b >> k & 1] == expected
+    assert (bits & 1).all() and int(bits.max()) < 1 << 16
     support = oracle_layer.regressor_support
     assert support.shape == (16, 778) and support.dtype == torch.bool
     assert (support.sum(1) >= 10).all()
     moved = ManoLayer(oracle_model).to(torch.float64)  # index buffers keep their dtype
-    assert moved.part_faces[0].dtype == torch.long and moved.v_template.dtype == torch.float64
+    assert moved.part_bits.dtype == torch.long and moved.v_template.dtype == torch.float64
 
 
 def test_construction_errors(oracle_model):

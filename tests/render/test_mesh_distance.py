@@ -199,9 +199,12 @@ def test_part_distance_matches_reference_restricted_to_part(mesh_batch, search):
     # the part distance is never below the whole-mesh distance, and differs from it somewhere
     whole = md.point_mesh_sqdist(pts, verts, faces)[labels > 0]
     assert (got[labels > 0] >= whole - 1e-15).all() and (got[labels > 0] > whole + 1e-6).any()
-    # parts given as rows of faces (ManoLayer.part_faces) mean the same
-    as_rows = md.point_part_sqdist(pts, verts, faces, [faces[s] for s in parts], labels, search=search)
-    torch.testing.assert_close(as_rows, got, rtol=0, atol=0)
+    # parts given as part bits (ManoLayer.part_bits) mean the same, and convert back to the same ids
+    bits = md.part_bits(parts, faces.shape[0])
+    as_bits = md.point_part_sqdist(pts, verts, faces, bits, labels, search=search)
+    torch.testing.assert_close(as_bits, got, rtol=0, atol=0)
+    back = [p.tolist() for p in md.part_face_ids(bits, len(parts))]
+    assert back == [sorted(set(p.tolist())) for p in parts]
     if search == "brute":
         return
     # all-parts variant agrees on the labelled entries (first 40 points: K times the cost)
@@ -292,14 +295,15 @@ def test_hand_mesh_whole_and_parts_match_reference(request):
     wrist_centre = out.vertices[:, layer.wrist_loop].mean(1, keepdim=True)
     verts = torch.cat([out.vertices, wrist_centre], 1)  # closed: 779 vertices
     verts = (verts - out.joints[:, :1]) / 125.0  # norm-xyz-like: cube 250 mm around the wrist
-    faces, parts = layer.faces_closed, layer.part_faces
-    assert faces.shape == (1554, 3) and len(parts) == 15
+    faces, parts = layer.faces_closed, layer.part_bits
+    assert faces.shape == (1554, 3) and parts.shape == (1554,)
     pts = near_surface_points(verts, faces, 250, gen, noise=0.02)
     got = md.point_mesh_sqdist(pts, verts, faces)
     np.testing.assert_allclose(got.numpy(), ref_mesh(pts, verts, faces), rtol=1e-10, atol=1e-14)
     labels = torch.randint(0, 16, pts.shape[:2], generator=gen)
     got = md.point_part_sqdist(pts, verts, faces, parts, labels)
-    ids = md.face_ids_of_parts(parts, faces)
+    ids = layer.part_face_ids
+    assert len(ids) == 15
     want = np.zeros(labels.shape)
     for k, sel in enumerate(ids, start=1):
         m = (labels == k).numpy()
@@ -315,6 +319,17 @@ def test_cuda_matches_cpu(mesh_batch):
     gpu = md.point_part_sqdist(pts.cuda(), verts.cuda(), faces.cuda(), [p.cuda() for p in parts],
                                labels.cuda())
     torch.testing.assert_close(gpu.cpu(), md.point_part_sqdist(pts, verts, faces, parts, labels))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_faces_check_is_cached_but_sees_in_place_changes(mesh_batch):
+    verts, faces, pts = (t.cuda() for t in mesh_batch)
+    for _ in range(2):  # the second call takes the cached range of the same faces tensor
+        torch.testing.assert_close(md.point_mesh_sqdist(pts, verts, faces, search="brute").cpu(),
+                                   md.point_mesh_sqdist(*(t.cpu() for t in (pts, verts, faces))))
+    faces[0, 0] = verts.shape[1]  # in place: the version changes, so the range is checked again
+    with pytest.raises(ValueError, match="face vertex ids must lie"):
+        md.point_mesh_sqdist(pts, verts, faces, search="brute")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pytorch3d") is not None, reason="pytorch3d is installed")
@@ -399,10 +414,16 @@ def test_invalid_inputs_raise_clear_errors():
         md.point_part_sqdist(p, v, f, [torch.tensor([0])], torch.full((2, 5), 2))
     with pytest.raises(ValueError, match="part 1: face ids"):
         md.point_part_sqdist(p, v, f, [torch.tensor([1])], torch.zeros(2, 5, dtype=torch.long))
-    with pytest.raises(ValueError, match="part 2: some of its"):
-        md.face_ids_of_parts([torch.tensor([0]), torch.tensor([[0, 2, 1]])], f)
+    with pytest.raises(ValueError, match="part 2: expected a non-empty integer"):
+        md.part_bits([torch.tensor([0]), torch.tensor([[0, 2, 1]])], 1)
     with pytest.raises(ValueError, match="part 1: expected a non-empty integer"):
-        md.face_ids_of_parts([torch.zeros(0, dtype=torch.long)], f)
+        md.part_bits([torch.zeros(0, dtype=torch.long)], 1)
+    with pytest.raises(ValueError, match=r"part bits must be an int64 tensor \(1,\)"):
+        md.point_part_sqdist(p, v, f, torch.tensor([3, 3]), torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="bit 0 set for every face"):
+        md.point_part_sqdist(p, v, f, torch.tensor([2]), torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\]"):  # K from the highest part bit
+        md.point_part_sqdist(p, v, f, torch.tensor([3]), torch.full((2, 5), 2))
     with pytest.raises(ValueError, match="search must be one of"):
         md.point_mesh_sqdist(p, v, f, search="kd")
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -153,6 +153,15 @@ def test_restricted_reader_returns_the_arrays_bit_exactly(standin_model, model):
     np.testing.assert_array_equal(m.parents, MANO_PARENTS)
 
 
+def test_load_standin_returns_independent_copies(standin_model):
+    from render.standin import load_standin
+
+    a = load_standin()
+    a.v_template[:] = 0.0  # a caller modifying its copy must not change the next caller's model
+    np.testing.assert_array_equal(load_standin().v_template, standin_model.v_template)
+    assert np.abs(standin_model.v_template).max() > 0
+
+
 def test_cli_writes_pickle_and_npz(tmp_path, capsys, model):
     from render.mano_io import load_mano
 
