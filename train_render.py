@@ -120,7 +120,7 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> None:
     preds, gts, first = [], [], None
     for batch in tqdm(loader, desc="demo: test split"):
         b = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        pred = predict(net, b["depth"], b["center_xyz"], b["cube"], b["M"], cfg.camera, renderer=renderer)
+        pred = predict(net, b["depth"], b["center_xyz"], b["cube"], b["M"], camera=cfg.camera, renderer=renderer)
         nyu14 = to_nyu14(pred.final.mano_mm)  # (B, 14, 3) mm: the MANO branch of the last stage
         preds.append(xyz_to_uvd(nyu14.cpu().double(), cfg.camera))
         gt_mm = test_joints_mm(batch)

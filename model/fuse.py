@@ -34,8 +34,7 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     """A frozen eval-mode copy of ``net`` in which every BatchNorm that directly follows a convolution
     (adjacent in an ``nn.Sequential``, or ``conv1/bn1`` and ``conv2/bn2`` of a :class:`BasicBlock`) is folded
     into it and replaced by ``nn.Identity``. Outputs equal ``net.eval()``'s up to float rounding."""
-    renderer = getattr(net, "renderer", None)  # an attached renderer is shared, not copied
-    folded = copy.deepcopy(net, memo={} if renderer is None else {id(renderer): renderer}).eval()
+    folded = copy.deepcopy(net).eval()
     for module in list(folded.modules()):
         if isinstance(module, nn.Sequential):
             names = list(module._modules)

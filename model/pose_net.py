@@ -11,10 +11,10 @@ Attribute names mirror the official checkpoints (``pre``, ``layer1..4``, ``mano_
 ``deconv_layer4/3/2.{0,1}``, ``finals.{0,1}``, ``fusion.{0,1}`` and the ``_s2`` twins) so the released DSF
 weights load with ``strict=True``.
 
-The renderer is *not* part of the module (its MANO buffers would otherwise appear in the state dict): pass it to
-:meth:`PoseNet.forward` or attach it with :meth:`PoseNet.set_renderer`. It must provide
+The renderer is *not* part of the module (its MANO buffers would otherwise appear in the state dict): stage 2
+receives it explicitly, ``forward(depth, center_xyz, cube, renderer=...)``. It must provide
 ``render_prediction(theta (B,62), center_xyz (B,3) mm, cube (B,3) mm)`` returning an object with ``depth``
-(B,1,128,128) normalised crop and ``joints_uvd`` (B,J,3) norm-uvd (the lead's ``render.hand_renderer``).
+(B,1,128,128) normalised crop and ``joints_uvd`` (B,J,3) norm-uvd (:class:`render.hand_renderer.HandRenderer`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ from model.offsets import OFFSET_KERNEL, encode_offsets
 from model.prediction import PosePrediction, predict
 from model.resnet import RESNET18_BLOCKS, make_deconv, make_res_layer, make_stem, scale_channels
 from render.mano_params import PARAM_DIM as MANO_PARAM_DIM
-from util.camera import NYU_CAMERA
 
 #: stage-name suffixes of the official attribute names
 _SUFFIXES = ("", "_s2")
@@ -100,7 +99,6 @@ class PoseNet(nn.Module):
             fusion_in = ch[64] + ch[256] + 2 * 4 * joint_num  # c0, deconv features, maps, remap
             self.fusion = nn.Sequential(nn.Conv2d(fusion_in, ch[256], 3, 1, 1), nn.BatchNorm2d(ch[256]), nn.ReLU())
             self._add_stage("_s2", ch[256])
-        self.__dict__["_renderer"] = None  # kept out of the module tree on purpose (see module docstring)
         init_pose_net_weights(self)
 
     def _add_stage(self, suffix: str, in_ch: int) -> None:
@@ -127,22 +125,6 @@ class PoseNet(nn.Module):
         maps = torch.cat([head(x) for head in getattr(self, f"finals{suffix}")], dim=1)  # (B, 4J, 64, 64)
         return StageOutput(maps=maps, mano=mano), x
 
-    def set_renderer(self, renderer: PredictionRenderer | None) -> None:
-        """Attach (or detach with None) the default renderer used by stage 2 when none is passed to forward."""
-        self.__dict__["_renderer"] = renderer
-
-    @property
-    def renderer(self) -> PredictionRenderer | None:
-        """The attached default renderer (not a submodule: its buffers stay out of the state dict)."""
-        return self.__dict__["_renderer"]
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # nn.Module.__setattr__ would register an nn.Module renderer (e.g. HandRenderer) as a submodule
-        if name == "renderer":
-            self.set_renderer(value)
-        else:
-            super().__setattr__(name, value)
-
     def forward(self, depth: torch.Tensor, center_xyz: torch.Tensor | None = None, cube: torch.Tensor | None = None,
                 renderer: PredictionRenderer | None = None, num_stages: int | None = None) -> PoseNetOutput:
         """Run the network.
@@ -151,7 +133,7 @@ class PoseNet(nn.Module):
             depth: (B, 1, 128, 128) normalised crop.
             center_xyz: (B, 3) crop centre, mm, camera frame (stage 2 only).
             cube: (B, 3) crop cube, mm (stage 2 only).
-            renderer: prediction renderer for the remap (default: the attached one).
+            renderer: prediction renderer for the stage-2 remap (required when stage 2 runs; unused otherwise).
             num_stages: run only the first ``num_stages`` stages (default: all).
         Returns:
             :class:`PoseNetOutput` with one :class:`StageOutput` per stage.
@@ -161,9 +143,9 @@ class PoseNet(nn.Module):
         n = self.stage_num if num_stages is None else num_stages
         if n not in range(1, self.stage_num + 1):
             raise ValueError(f"num_stages must be in 1..{self.stage_num}, got {num_stages!r}")
-        renderer = renderer if renderer is not None else self.renderer
         if n == 2 and renderer is None:
-            raise ValueError("stage 2 needs a prediction renderer: pass renderer=... or call set_renderer()")
+            raise ValueError("stage 2 needs a prediction renderer: pass renderer=... (render.hand_renderer.HandRenderer)"
+                             " or num_stages=1")
         if n == 2 and (center_xyz is None or cube is None):
             raise ValueError("stage 2 needs the crop centre and cube (B, 3) mm to render the stage-1 hand")
         c0 = self.pre(depth)  # (B, 64w, 64, 64)
@@ -180,10 +162,10 @@ class PoseNet(nn.Module):
         return PoseNetOutput(stages=[stage1, stage2], render=rendered)
 
     def predict(self, depth: torch.Tensor, center_xyz: torch.Tensor, cube: torch.Tensor,
-                M: torch.Tensor | None = None, camera: Any = NYU_CAMERA.as_tuple(), **kwargs: Any) -> PosePrediction:
+                M: torch.Tensor | None = None, *, camera: Any, **kwargs: Any) -> PosePrediction:
         """Joints in mm from both branches of every stage; see :func:`model.prediction.predict` (``M`` None =
-        the un-augmented crop matrix of (centre, cube), ``camera`` defaults to NYU's)."""
-        return predict(self, depth, center_xyz, cube, M, camera, **kwargs)
+        the un-augmented crop matrix of (centre, cube); ``camera`` is the data set's, always given by the caller)."""
+        return predict(self, depth, center_xyz, cube, M, camera=camera, **kwargs)
 
     def load_official_state(self, state: Mapping[str, Any] | str | Path) -> None:
         """Load a DSF checkpoint strictly: a checkpoint file (read with ``weights_only=True``), a state dict, or the

@@ -16,7 +16,6 @@ import torch
 
 from model.offsets import DECODE_TEMPERATURE, decode_offsets
 from render.mano_layer import DSF_GLOBAL_SCALE, DsfManoOutput
-from util.camera import NYU_CAMERA
 from util.geometry import crop_matrix_batch, norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_xyz
 
 
@@ -100,7 +99,7 @@ def _render_crop_matrix(rendered: Any, renderer: Any, camera: Any, size: int, dt
 
 
 def predict(net: torch.nn.Module, depth: torch.Tensor, center_xyz: torch.Tensor, cube: torch.Tensor,
-            M: torch.Tensor | None = None, camera: Any = NYU_CAMERA.as_tuple(), *, renderer: Any = None,
+            M: torch.Tensor | None = None, *, camera: Any, renderer: Any = None,
             mano_layer: Any = None, temperature: float = DECODE_TEMPERATURE) -> PosePrediction:
     """Inference: joints in mm from both branches of every stage (network in eval mode, no gradients).
 
@@ -111,14 +110,14 @@ def predict(net: torch.nn.Module, depth: torch.Tensor, center_xyz: torch.Tensor,
         M: (B, 3, 3) crop matrices (full image -> crop pixels) of these crops; None = the un-augmented DeepPrior++
             matrix of (centre, cube, camera), :func:`util.geometry.crop_matrix_batch` - the one the test loader and
             the renderer use. Pass the loader's ``M`` for augmented (rotated / scaled / shifted) crops.
-        camera: (fx, fy, cx, cy), a (B, 4) tensor or a ``util.camera.Intrinsics`` (default: NYU's Kinect).
-        renderer: prediction renderer for stage 2 (default: the one attached to ``net``).
+        camera: (fx, fy, cx, cy), a (B, 4) tensor or a ``util.camera.Intrinsics`` of the data set (no default:
+            the caller knows which sensor the crops come from).
+        renderer: prediction renderer for stage 2 (required for a two-stage network).
         mano_layer: MANO layer for the MANO branch (default: ``renderer.mano_layer``).
         temperature: decoding softmax temperature.
     Returns:
         :class:`PosePrediction`.
     """
-    renderer = renderer if renderer is not None else getattr(net, "renderer", None)
     mano_layer = mano_layer if mano_layer is not None else getattr(renderer, "mano_layer", None)
     if mano_layer is None:
         raise ValueError("predict needs a MANO layer for the MANO branch: pass mano_layer=... or a renderer "

@@ -249,16 +249,18 @@ def test_width_quarter_builds_and_runs(splat_renderer):
     assert out.final.maps.shape == (2, 84, 64, 64) and out.final.mano.shape == (2, 62)
 
 
-def test_set_renderer_is_not_part_of_the_state(splat_renderer):
+def test_renderer_is_an_explicit_argument_not_state(splat_renderer):
+    """The renderer is passed to forward (never stored on the net): stage 2 without it is a clear error, and the
+    state dict / module tree do not change when it is used."""
     net = build_pose_net(width=0.25)
     keys = list(net.state_dict())
-    net.set_renderer(splat_renderer)
-    assert list(net.state_dict()) == keys and net.renderer is splat_renderer
     depth, center, cube = _crop_batch(1)
-    assert len(net(depth, center, cube).stages) == 2
-    module_renderer = nn.Module()  # an nn.Module renderer assigned as an attribute must not become a submodule
-    net.renderer = module_renderer
-    assert net.renderer is module_renderer and "renderer" not in dict(net.named_children())
+    with pytest.raises(ValueError, match="renderer"):
+        net(depth, center, cube)
+    assert len(net(depth, center, cube, renderer=splat_renderer).stages) == 2
+    assert len(net(depth, num_stages=1).stages) == 1  # stage 1 alone needs no renderer
+    assert list(net.state_dict()) == keys and not hasattr(net, "renderer")
+    assert not hasattr(net, "set_renderer")
 
 
 def test_bad_arguments():
@@ -292,14 +294,14 @@ def _real_nyu_crop(shared_dir, float64_matrix: bool = False):
 def test_forward_and_predict_on_real_nyu_frame(net2, splat_renderer, shared_dir):
     depth, center, cube, M = _real_nyu_crop(shared_dir)
     assert 0.02 < (depth < 0.99).float().mean() < 0.6  # a hand-sized foreground
-    pred = net2.predict(depth, center, cube, M, NYU_CAMERA, renderer=splat_renderer)
+    pred = net2.predict(depth, center, cube, M, camera=NYU_CAMERA, renderer=splat_renderer)
     assert net2.training  # mode restored
-    # issue 7's entry point predict(depth, centre, cube): M defaults to the shared crop matrix of (C, S) and the
-    # camera to NYU's; for an un-augmented test crop that is the loader's M, so both calls must agree
+    # predict(depth, centre, cube, camera=...): M defaults to the shared crop matrix of (C, S); for an
+    # un-augmented test crop that is the loader's M, so both calls must agree
     np.testing.assert_array_equal(
         crop_matrix_batch(center.double().numpy(), cube.double().numpy(), NYU_CAMERA.as_tuple()),
         crop_depth_matrix(shared_dir))
-    default = net2.predict(depth, center, cube, renderer=splat_renderer)
+    default = net2.predict(depth, center, cube, camera=NYU_CAMERA, renderer=splat_renderer)
     for got, ref in zip(default.stages, pred.stages):
         for name in ("pwe_uvd", "pwe_mm", "mano_mm", "mano_verts_mm"):
             torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=0, atol=1e-4, msg=name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from model.prediction import norm_uvd_joints_to_mm, place_mano_prediction
@@ -38,9 +39,9 @@ def test_pixel_joints_back_to_mm():
     np.testing.assert_allclose(back.numpy(), joints_mm.numpy(), atol=1e-6)
 
 
-def test_predict_default_crop_matrix_and_camera(splat_renderer):
-    """``predict(net, depth, C, S)``: M defaults to the shared crop matrix of each sample's (C, S), the camera to NYU;
-    an explicit camera is used for the default M too. Old positional calls (M, camera) still work."""
+def test_predict_default_crop_matrix_and_explicit_camera(splat_renderer):
+    """``predict(net, depth, C, S, camera=...)``: M defaults to the shared crop matrix of each sample's (C, S) under
+    the given camera; the camera has no default (a library signature carries no data set)."""
     from model import build_pose_net, predict
     from util.camera import ICVL_CAMERA
 
@@ -57,13 +58,16 @@ def test_predict_default_crop_matrix_and_camera(splat_renderer):
                 torch.testing.assert_close(getattr(sa, name), getattr(sb, name), rtol=0, atol=1e-4, msg=name)
 
     nyu = NYU_CAMERA.as_tuple()
-    explicit = predict(net, depth, center, cube, crop_matrix_batch(center, cube, nyu), nyu, renderer=splat_renderer)
-    same(net.predict(depth, center, cube, renderer=splat_renderer), explicit)
-    net.set_renderer(splat_renderer)
-    same(predict(net, depth, center, cube), explicit)
-    icvl = predict(net, depth, center, cube, camera=ICVL_CAMERA)
+    explicit = predict(net, depth, center, cube, crop_matrix_batch(center, cube, nyu), camera=nyu,
+                       renderer=splat_renderer)
+    same(net.predict(depth, center, cube, camera=nyu, renderer=splat_renderer), explicit)
+    with pytest.raises(TypeError, match="camera"):
+        predict(net, depth, center, cube, renderer=splat_renderer)
+    with pytest.raises(ValueError, match="renderer"):  # a two-stage net needs its renderer passed in
+        predict(net, depth, center, cube, camera=nyu, mano_layer=splat_renderer.mano_layer)
+    icvl = predict(net, depth, center, cube, camera=ICVL_CAMERA, renderer=splat_renderer)
     same(icvl, predict(net, depth, center, cube, M=crop_matrix_batch(center, cube, ICVL_CAMERA.as_tuple()),
-                       camera=ICVL_CAMERA))
+                       camera=ICVL_CAMERA, renderer=splat_renderer))
     # independent float64 check that the default M and the back-projection used ICVL's camera: norm-uvd ->
     # crop pixels -> full image through the inverse per-sample crop matrix -> camera frame
     fx, fy, cx, cy = ICVL_CAMERA.as_tuple()
