@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from util.camera import CAMERAS, CUBE_SIZES, SYNTH_DEPTH_RANGES
+from util.camera import CAMERAS, CENTER_DEPTH_RANGES, CUBE_SIZES, SYNTH_DEPTH_RANGES
 
 PHASES = ("train", "test")
 TRAIN_STAGES = ("pretrain", "finetune")
@@ -71,6 +73,7 @@ class Config:
     aug_scale: float = 0.2  # max relative cube scale change
     num_workers: int = 2
     skip_bad: bool = False  # skip missing / corrupt frames with a warning instead of stopping
+    center_depth_range: tuple = ()  # (min, max) mm a centre z may take; empty = dataset default (util/camera.py)
 
     # --- synthetic data (pre-training and the synthetic half of fine-tuning) -----------------------------
     synth_depth: tuple = ()  # (min, max) hand distance in mm; empty = dataset default (NYU 500-1200)
@@ -158,35 +161,26 @@ class Config:
         return SYNTH_DEPTH_RANGES[self.dataset]
 
     @property
+    def center_depth_limits(self) -> tuple[float, float]:
+        """(min, max) mm a hand-centre z may take (centre files outside it are refused)."""
+        if self.center_depth_range:
+            return (float(self.center_depth_range[0]), float(self.center_depth_range[1]))
+        return CENTER_DEPTH_RANGES[self.dataset]
+
+    @property
     def is_pretrain(self) -> bool:
         return self.train_stage == "pretrain"
 
     def validate(self) -> None:
-        """Check enumerations and ranges; normalise case of mode strings."""
+        """Check every value at load time (normalising the case of mode strings); raise :class:`ConfigError`.
+
+        Driven by the tables below the class, so a new key gets its check by adding one entry:
+        ``CHOICES`` (allowed strings), ``RANGES`` (numeric bounds; tuples: every element) and ``CHECKS``
+        (functions for rules that involve several keys or strings). Every float is also required finite.
+        """
         self.train_stage = self.train_stage.lower()
         self.phase = self.phase.lower()
-        choices = {"phase": PHASES, "train_stage": TRAIN_STAGES, "dataset": DATASETS, "renderer": RENDERERS,
-                   "opt": OPTIMIZERS, "scheduler": SCHEDULERS, "synth_view_aug": VIEW_AUGS,
-                   "transfer": TRANSFERS, "center_type": ("refine", "joint_mean"),
-                   "crop_sampling": ("warp", "resize")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key} must be one of {set(allowed)}, got {getattr(self, key)!r}")
-        if self.stage_num not in (1, 2):
-            raise ConfigError(f"stage_num must be 1 or 2, got {self.stage_num!r}")
-        if self.view not in (1, 2, 3):
-            raise ConfigError(f"view must be 1, 2 or 3 (Kinect view), got {self.view!r}")
-        if not self.width > 0:
-            raise ConfigError(f"width must be > 0, got {self.width!r}")
-        for key in ("batch_size", "input_size", "feature_size", "max_epoch", "num_points"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)!r}")
-        if self.camera_intrinsics and len(self.camera_intrinsics) != 4:
-            raise ConfigError(f"camera_intrinsics must be 4 numbers (fx, fy, cx, cy), got {self.camera_intrinsics!r}")
-        if self.synth_depth and not (len(self.synth_depth) == 2 and 0 < self.synth_depth[0] < self.synth_depth[1]):
-            raise ConfigError(f"synth_depth must be (min, max) mm with 0 < min < max, got {self.synth_depth!r}")
-        if self.device not in ("", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"device must be '', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        validate_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -215,6 +209,183 @@ class Config:
             note = f"\t[default: {changed[f.name][1]!r}]" if f.name in changed else ""
             lines.append(f"{f.name:>22}: {v!r}{note}")
         return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------
+# validation tables (docs/DEVIATIONS.md "Input validation" lists the ranges and why they are generous)
+#
+# To validate a new key, add ONE entry: its allowed strings to CHOICES, or its numeric bounds to RANGES
+# (``Range(lo, hi)`` inclusive; ``lo_open`` / ``hi_open`` for strict bounds; tuple values are checked element
+# by element), or - for a rule involving several keys or a string format - a function ``(cfg) -> None`` that
+# raises ConfigError, decorated with ``@config_check``. Every float (and every element of a float tuple) is
+# required finite without an entry. tests/test_config_validation.py checks that every entry names a key.
+# ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Range:
+    """Allowed interval of a numeric config value; ``why`` is appended to the error message."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    why: str = ""
+
+    def contains(self, value: float) -> bool:
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return bool(above and below)
+
+    def describe(self) -> str:
+        lo = "" if self.lo == -math.inf else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi == math.inf else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return " and ".join(p for p in (lo, hi) if p) or "any finite number"
+
+
+#: enumerations: key -> allowed values
+CHOICES: dict[str, tuple] = {
+    "phase": PHASES, "train_stage": TRAIN_STAGES, "dataset": DATASETS, "renderer": RENDERERS,
+    "opt": OPTIMIZERS, "scheduler": SCHEDULERS, "synth_view_aug": VIEW_AUGS, "transfer": TRANSFERS,
+    "center_type": ("refine", "joint_mean"), "crop_sampling": ("warp", "resize"),
+    "stage_num": (1, 2), "view": (1, 2, 3), "joint_num": (21,),
+}
+
+_POSITIVE = Range(0.0, lo_open=True)
+_NONNEGATIVE = Range(0.0)
+_FRACTION = Range(0.0, 1.0, hi_open=True)
+#: numeric bounds: key -> Range (generous: they stop nonsense, not unusual experiments)
+RANGES: dict[str, Range] = {
+    "demo_train_frames": Range(1, 100_000),
+    "demo_test_frames": Range(1, 100_000),
+    "camera_intrinsics": Range(-1e5, 1e5),  # fx, fy > 0 checked below
+    "input_size": Range(32, 1024, why="crop size in pixels, a multiple of 16 (the network halves it 4 times)"),
+    "cube_size": Range(0.0, 1000.0, why="mm; 0 = dataset default; a hand fits in 300 mm"),
+    "center_depth_range": Range(1.0, 20_000.0, why="mm"),
+    "test_cube_split": _NONNEGATIVE,
+    "test_cube_scale": Range(0.0, 4.0, lo_open=True),
+    "aug_rotation": Range(0.0, 360.0, why="degrees"),
+    "aug_shift": Range(0.0, 200.0, why="mm"),
+    "aug_scale": Range(0.0, 0.5, why="relative cube change; the crop grows with 1 + aug_scale"),
+    "num_workers": Range(0, 256),
+    "synth_depth": Range(1.0, 20_000.0, why="mm"),
+    "synth_shape_noise": Range(0.0, 100.0),
+    "synth_center_jitter": Range(0.0, 200.0, why="mm"),
+    "synth_cube_jitter": _FRACTION,
+    "occlusion_joints": Range(0, 21),
+    "occlusion_offset": _NONNEGATIVE,
+    "occlusion_radius": _NONNEGATIVE,
+    "synth_pose_noise": _NONNEGATIVE,
+    "width": Range(0.0, 16.0, lo_open=True),
+    "feature_size": Range(16, 512),
+    "offset_kernel": _POSITIVE,
+    "decode_temperature": _POSITIVE,
+    "huber_delta": _POSITIVE,
+    **{k: _NONNEGATIVE for k in ("deconv_weight", "coord_weight", "model_weight", "m2d_scale", "partICP_weight",
+                                 "M2P_weight", "coll_weight", "shape_prior_weight", "neg_scale_weight",
+                                 "m2p_depth_threshold", "m2p_fit_threshold", "coll_row_threshold",
+                                 "crop_hand_offsets")},
+    "num_points": Range(1, 1_000_000),
+    "lr": Range(0.0, 10.0, lo_open=True),
+    "weight_decay": Range(0.0, 10.0),
+    "step_size": Range(1, 1_000_000),
+    "gamma": Range(0.0, 1.0, lo_open=True, why="StepLR factor"),
+    "max_epoch": Range(1, 1_000_000),
+    "batch_size": Range(1, 65_536),
+    "iters_per_epoch": Range(0, 10**9),
+    "seed": Range(0, 2**32 - 1, why="numpy's np.random.seed accepts 0..2**32-1"),
+    "log_every": Range(1, 10**9),
+    "img_log_every": Range(1, 10**9),
+    "test_views": Range(1, 3, why="Kinect views"),
+}
+
+#: cross-key / string rules, run in order after CHOICES and RANGES
+CHECKS: list[Callable[["Config"], None]] = []
+
+
+def config_check(fn: Callable[["Config"], None]) -> Callable[["Config"], None]:
+    """Register ``fn(cfg)`` (raises ConfigError) as a validation rule of every Config."""
+    CHECKS.append(fn)
+    return fn
+
+
+def _numbers(key: str, value: Any) -> list:
+    """The numbers of a numeric value (scalars as one element, tuples element-wise); [] for strings."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if isinstance(value, (tuple, list)) and len(numbers) != len(items):
+        raise ConfigError(f"{key} must hold numbers only, got {value!r}")
+    return numbers
+
+
+def validate_config(cfg: "Config") -> None:
+    """Apply CHOICES, finiteness, RANGES and CHECKS to ``cfg``; the first violation raises ConfigError."""
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"{key} must be one of {list(allowed)}, got {getattr(cfg, key)!r}")
+    for f in dataclasses.fields(cfg):
+        for v in _numbers(f.name, getattr(cfg, f.name)):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{f.name} must be finite, got {getattr(cfg, f.name)!r}")
+    for key, bound in RANGES.items():
+        value = getattr(cfg, key)
+        for v in _numbers(key, value):
+            if not bound.contains(v):
+                why = f" ({bound.why})" if bound.why else ""
+                raise ConfigError(f"{key} must be {bound.describe()}{why}, got {value!r}")
+    for check in CHECKS:
+        check(cfg)
+
+
+@config_check
+def _check_sizes(cfg: "Config") -> None:
+    if cfg.input_size % 16:
+        raise ConfigError(f"input_size must be a multiple of 16 (the network halves it 4 times), got {cfg.input_size}")
+    if cfg.feature_size * 2 != cfg.input_size:
+        raise ConfigError(f"feature_size must be input_size / 2 = {cfg.input_size // 2} (the pixel-wise maps are "
+                          f"half the crop size), got {cfg.feature_size}")
+
+
+@config_check
+def _check_pairs(cfg: "Config") -> None:
+    if cfg.camera_intrinsics:
+        if len(cfg.camera_intrinsics) != 4:
+            raise ConfigError(f"camera_intrinsics must be 4 numbers (fx, fy, cx, cy), got {cfg.camera_intrinsics!r}")
+        fx, fy, cx, cy = cfg.camera_intrinsics
+        if not (fx > 0 and fy > 0 and cx >= 0 and cy >= 0):
+            raise ConfigError(f"camera_intrinsics (fx, fy, cx, cy) need fx, fy > 0 px and cx, cy >= 0 px (y-down "
+                              f"frame), got {cfg.camera_intrinsics!r}")
+    for key in ("synth_depth", "center_depth_range"):
+        value = getattr(cfg, key)
+        if value and not (len(value) == 2 and 0 < value[0] < value[1]):
+            raise ConfigError(f"{key} must be (min, max) mm with 0 < min < max, got {value!r}")
+    lo, hi = cfg.occlusion_joints
+    if lo > hi:
+        raise ConfigError(f"occlusion_joints must be (min, max) with min <= max, got {cfg.occlusion_joints!r}")
+
+
+@config_check
+def _check_run_name(cfg: "Config") -> None:
+    name = cfg.run_name
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if any(s in name for s in seps) or ".." in name or "\0" in name or name.strip() != name:
+        raise ConfigError(f"run_name must be a plain folder name (no path separators, no '..', no surrounding "
+                          f"spaces): runs are written to <output_dir>/<dataset>/<run_name>; got {name!r}")
+
+
+@config_check
+def _check_device(cfg: "Config") -> None:
+    dev = cfg.device
+    if dev in ("", "cpu"):
+        return
+    if not re.fullmatch(r"cuda(:\d+)?", dev):
+        raise ConfigError(f"device must be '', 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    import torch  # only when CUDA is asked for: validating a CPU config stays cheap
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={dev!r} but this PyTorch build sees no CUDA device (torch {torch.__version__}, "
+                          f"CUDA build {torch.version.cuda}); use device=cpu or leave device empty")
+    index = int(dev.split(":")[1]) if ":" in dev else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device={dev!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
 
 
 # ------------------------------------------------------------------------------------------------------

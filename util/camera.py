@@ -39,5 +39,10 @@ CUBE_SIZES: dict[str, float] = {"nyu": 250.0, "icvl": 200.0, "msra": 200.0}
 SYNTH_DEPTH_RANGES: dict[str, tuple[float, float]] = {
     "nyu": (500.0, 1200.0), "icvl": (150.0, 600.0), "msra": (150.0, 600.0)}
 
+#: plausible hand-centre depth (mm) per dataset: centre files outside it are refused (a tiny z makes a huge
+#: crop, z = 0 divides by zero). Generous: real NYU centres lie at 410-1105 mm, ICVL joints at 190-453 mm.
+CENTER_DEPTH_RANGES: dict[str, tuple[float, float]] = {
+    "nyu": (100.0, 5000.0), "icvl": (100.0, 5000.0), "msra": (100.0, 5000.0)}
+
 #: value of missing / far depth in real NYU frames (no zeros occur there)
 NYU_INVALID_DEPTH = 2001.0
