@@ -93,7 +93,7 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> None:
 
     from dataloader.nyu import NYUDataset
     from dataloader.nyu_joints import nyu36_from_mano21
-    from dataloader.synthetic import SyntheticParams, render_synthetic_batch
+    from dataloader.synthetic import SyntheticParams, SyntheticSettings, render_synthetic_batch
     from model import build_pose_net, predict
     from render.hand_renderer import HandRenderer
     from render.mano_io import load_mano
@@ -142,10 +142,10 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> None:
     params = SyntheticParams.from_source(cfg.hands_para_dir, model.hands_coeffs, n_builtin=64, seed=cfg.seed,
                                          search_roots=(os.path.dirname(cfg.data_root), cfg.data_root))
     theta = torch.as_tensor(np.stack([params[i]["params"] for i in range(n)])).to(device)
-    synth = render_synthetic_batch(theta, layer, cfg.camera, cfg.cube, torch.Generator().manual_seed(cfg.seed),
-                                   size=cfg.input_size, depth_range=cfg.synth_depth_range)
+    settings = SyntheticSettings(cube=cfg.cube, size=cfg.input_size, depth_range=cfg.synth_depth_range)
+    synth = render_synthetic_batch(theta, layer, cfg.camera, settings, torch.Generator().manual_seed(cfg.seed))
     save_crops_with_skeletons(os.path.join(out, "synthetic_crops.png"), synth["depth"][:, 0].cpu().numpy(),
-                              [(synth["joints_uvd_norm21"].cpu().numpy(), "red")])
+                              [(synth["mano_joints_uvd_norm"].cpu().numpy(), "red")])
     save_crops_with_skeletons(os.path.join(out, "standin_real_crops.png"), b["depth"][:n, 0].cpu().numpy(),
                               [(b["joints_uvd_norm"][:n].cpu().numpy(), "white"),
                                (uvd_to_norm_uvd(xyz_to_uvd(to_nyu14(pred.final.pwe_mm[:n]), cfg.camera),

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from dataloader.depth_io import decode_depth  # noqa: E402
 from dataloader.nyu import NYUDataset  # noqa: E402
 from dataloader.standin_nyu import generate_standin_nyu, load_model  # noqa: E402
-from dataloader.synthetic import builtin_pose_params, render_synthetic_batch  # noqa: E402
+from dataloader.synthetic import SyntheticSettings, builtin_pose_params, render_synthetic_batch  # noqa: E402
 from render.mano_layer import ManoLayer  # noqa: E402
 from render.standin import write_standin  # noqa: E402
 from util.camera import NYU_CAMERA  # noqa: E402
@@ -89,11 +89,12 @@ def main(argv=None) -> None:
         layer = ManoLayer(model)
         params = torch.from_numpy(builtin_pose_params(model.hands_coeffs, 32, seed=0))
         g = torch.Generator().manual_seed(0)
-        render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), 250.0, g)  # warm-up
-        rs = rate(lambda: [render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), 250.0, g)
+        settings = SyntheticSettings(cube=250.0)
+        render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), settings, g)  # warm-up
+        rs = rate(lambda: [render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), settings, g)
                            for _ in range(args.batches)], 32 * args.batches)
 
-        synth = render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), 250.0, g)
+        synth = render_synthetic_batch(params, layer, NYU_CAMERA.as_tuple(), settings, g)
         step = train_step_seconds(args.step_width, layer, synth)
 
     print(f"reference: raw depth-PNG decode {ref:8.1f} frames/s (1.00)")
@@ -119,7 +120,7 @@ def train_step_seconds(width: float, layer: ManoLayer, batch: dict, repeat: int 
     renderer = HandRenderer(layer, NYU_CAMERA.as_tuple())
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
     # targets and decoding use the occlusion-masked render ``depth`` (dsf-method §4.4, §6.1), G's input
-    depth, joints = batch["depth"], batch["joints_uvd_norm21"]
+    depth, joints = batch["depth"], batch["mano_joints_uvd_norm"]
     target = encode_offsets(joints, depth)
 
     def step():

@@ -11,8 +11,9 @@ Two halves, so that rendering runs batched in the training step and never mesh-b
   unreleased-source HANDS fits, §10 item 10).
   :class:`InfiniteShuffleSampler` reshuffles forever, so the fine-tuning loop can draw any number of batches.
 - **rendering** (batched, on the training device): :func:`render_synthetic_batch` / :class:`SyntheticRenderer`
-  turn (B, 62) parameters into crops and labels with exactly the keys and conventions of
-  :class:`dataloader.nyu.NYUDataset` items (plus MANO-order joints, vertices and the un-occluded depth).
+  turn (B, 62) parameters into crops and labels with the keys and conventions of
+  :class:`dataloader.nyu.NYUDataset` items (the 14 NYU joints), plus the 21 MANO-order joints and the mesh under
+  ``mano_*`` keys, and the un-occluded depth. The random ranges are one frozen :class:`SyntheticSettings`.
 
 Which synthetic image is which (dsf-method.md §4.4, §5.4, §6.1): ``depth`` is the clean render **after** the
 occlusion masking, i.e. the image the transfer network G receives and the one against which pixel targets are
@@ -21,7 +22,6 @@ only, never a training target).
 """
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -42,8 +42,12 @@ from util.geometry import pixel_points, uvd_to_norm_uvd, xyz_to_norm_xyz, xyz_to
 from util.joints import NYU_EVAL_14
 
 HANDS_FILE_PARTS = ("glb", "pose", "shape", "scale", "trans")  # concatenation order of the 62-d vector
+#: view augmentations of synthetic crops (config ``pretrain_view_aug`` / ``finetune_view_aug``)
 VIEW_AUGS = ("none", "octant", "so3")
-_log = logging.getLogger(__name__)
+#: global-rotation distributions of the built-in pose source (config ``synth_builtin_rotation``)
+BUILTIN_ROTATIONS = ("so3", "cone")
+#: axis-angle turning the MANO rest hand (palm normal -y) so that its palm faces the camera (normal -z)
+PALM_TO_CAMERA = (math.pi / 2.0, 0.0, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -101,7 +105,8 @@ def random_rotations(n: int, generator: torch.Generator | None = None, mode: str
     """(n, 3) axis-angle rotations (float32, CPU).
 
     ``so3``: uniform on SO(3) (normalised Gaussian quaternion); ``octant``: each component U(0, 2 pi) (the
-    official fine-tuning view augmentation, axis always in the positive octant, §10 item 18); ``none``: zeros.
+    official fine-tuning view augmentation, axis always in the positive octant, docs/DEVIATIONS.md "Synthetic
+    generation"); ``none``: zeros.
     """
     if mode == "none":
         return torch.zeros(n, 3)
@@ -117,16 +122,41 @@ def random_rotations(n: int, generator: torch.Generator | None = None, mode: str
     return (axis * angle[:, None]).float()
 
 
+def cone_rotations(n: int, rng: np.random.Generator, half_angle_deg: float) -> np.ndarray:
+    """(n, 3) float64 axis-angle rotations of a camera-facing hand.
+
+    The MANO rest hand is first turned palm-to-camera (:data:`PALM_TO_CAMERA`), then rolled about the viewing
+    axis by U(0, 2 pi), then tilted so that its palm normal is uniform on the spherical cap of ``half_angle_deg``
+    around the direction to the camera (-z). 180 degrees gives palm normals uniform on the sphere.
+    """
+    from scipy.spatial.transform import Rotation
+
+    if not 0.0 <= half_angle_deg <= 180.0:
+        raise ValueError(f"cone half-angle must be in [0, 180] degrees, got {half_angle_deg!r}")
+    roll = rng.uniform(0.0, 2.0 * math.pi, n)
+    cos_tilt = rng.uniform(math.cos(math.radians(half_angle_deg)), 1.0, n)  # uniform area on the cap
+    tilt = np.arccos(np.clip(cos_tilt, -1.0, 1.0))
+    azimuth = rng.uniform(0.0, 2.0 * math.pi, n)
+    tilt_axis = np.stack([np.cos(azimuth), np.sin(azimuth), np.zeros(n)], 1)  # perpendicular to the view axis
+    rot = (Rotation.from_rotvec(tilt_axis * tilt[:, None])
+           * Rotation.from_rotvec(np.stack([np.zeros(n), np.zeros(n), roll], 1))
+           * Rotation.from_rotvec(np.tile(PALM_TO_CAMERA, (n, 1))))
+    return rot.as_rotvec()
+
+
 def builtin_pose_params(hands_coeffs: np.ndarray | None, n: int, seed: int = 0, pose_noise: float = 0.2,
-                        rotation: str = "so3") -> np.ndarray:
+                        rotation: str = "so3", cone_deg: float = 90.0) -> np.ndarray:
     """(n, 62) parameter vectors from the MANO file's captured poses (the built-in pose source).
 
     Each pose is ``(1 - t) c_i + t c_j + pose_noise * sigma * N(0, 1)`` for two random rows of
     ``hands_coeffs`` (K, 45), t ~ U(0, 1), sigma the per-component standard deviation of the rows; global
-    rotation from :func:`random_rotations`; betas 0 (the renderer adds its shape noise), scale 1, translation
-    0 (the renderer re-centres the hand). Without ``hands_coeffs`` (a file lacking them) poses are N(0, 1) per
-    PCA component, with a warning.
+    rotation ``so3`` (uniform, :func:`random_rotations`) or ``cone`` (camera-facing within ``cone_deg``,
+    :func:`cone_rotations`), see docs/DEVIATIONS.md "Synthetic generation"; betas 0 (the renderer adds its
+    shape noise), scale 1, translation 0 (the renderer re-centres the hand). Without ``hands_coeffs`` (a file
+    lacking them) poses are N(0, 1) per PCA component, with a warning.
     """
+    if rotation not in BUILTIN_ROTATIONS:
+        raise ValueError(f"rotation must be one of {BUILTIN_ROTATIONS}, got {rotation!r}")
     rng = np.random.default_rng(seed)
     if hands_coeffs is None or len(hands_coeffs) < 2:
         warnings.warn("MANO file has no hands_coeffs: built-in poses are N(0, 1) in PCA space", stacklevel=2)
@@ -139,7 +169,8 @@ def builtin_pose_params(hands_coeffs: np.ndarray | None, n: int, seed: int = 0, 
         pose = (1.0 - t) * c[i] + t * c[j] + pose_noise * sigma * rng.standard_normal((n, 45))
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     out = np.zeros((n, PARAM_DIM), np.float32)
-    out[:, LAYOUT_AXIS_ANGLE.global_orient] = random_rotations(n, gen, rotation).numpy()
+    out[:, LAYOUT_AXIS_ANGLE.global_orient] = (random_rotations(n, gen, "so3").numpy() if rotation == "so3"
+                                               else cone_rotations(n, rng, cone_deg))
     out[:, LAYOUT_AXIS_ANGLE.pose_pca] = pose
     out[:, LAYOUT_AXIS_ANGLE.scale] = 1.0
     return out
@@ -165,15 +196,18 @@ class SyntheticParams(Dataset):
     @classmethod
     def from_source(cls, hands_para_dir: str = "", hands_coeffs: np.ndarray | None = None,
                     n_builtin: int = 20000, seed: int = 0, pose_noise: float = 0.2,
-                    cube: float = 250.0, search_roots: Sequence = ()) -> SyntheticParams:
+                    cube: float = 250.0, search_roots: Sequence = (), rotation: str = "so3",
+                    cone_deg: float = 90.0, announce: bool = True) -> SyntheticParams:
         """The pose source of pre-training, chosen in this order:
 
         1. ``hands_para_dir`` when set (its files must be there);
         2. the first of ``search_roots`` (e.g. the data root's parent, then the data root) where
            :func:`find_hands_params` finds the official files;
-        3. the built-in source (``n_builtin`` vectors from ``hands_coeffs``).
+        3. the built-in source (``n_builtin`` vectors from ``hands_coeffs``, global rotation ``rotation`` /
+           ``cone_deg`` as :func:`builtin_pose_params`).
 
-        The choice is logged (INFO) and kept in ``.source``: ``"hands files: <dir>"`` or ``"built-in: ..."``.
+        The choice is kept in ``.source`` (``"hands files: <dir> (N vectors)"`` or ``"built-in: ..."``) and,
+        with ``announce``, printed as one line (a run must say when it trains on the substitute poses).
         """
         directory: Path | None = Path(hands_para_dir) if hands_para_dir else None
         for root in () if directory is not None else search_roots:
@@ -184,11 +218,14 @@ class SyntheticParams(Dataset):
             params = load_hands_params(directory)
             source = f"hands files: {directory} ({len(params)} vectors)"
         else:
-            params = builtin_pose_params(hands_coeffs, n_builtin, seed, pose_noise)
+            params = builtin_pose_params(hands_coeffs, n_builtin, seed, pose_noise, rotation, cone_deg)
             kind = "MANO hands_coeffs" if hands_coeffs is not None and len(hands_coeffs) >= 2 else "N(0, 1)"
+            rot = "uniform SO(3)" if rotation == "so3" else f"camera-facing cone {cone_deg:g} deg"
             where = ", ".join(str(r) for r in search_roots) or "no search roots"
-            source = f"built-in: {n_builtin} vectors from {kind} (no hands files under {where})"
-        _log.info("synthetic pose source: %s", source)
+            source = (f"built-in: {n_builtin} vectors from {kind}, global rotation {rot} "
+                      f"(no hands-*.txt files under {where}; set hands_para_dir)")
+        if announce:
+            print(f"synthetic pose source: {source}", flush=True)
         return cls(params, cube, source)
 
     def __len__(self) -> int:
@@ -271,24 +308,93 @@ def _cube_rows(cube, batch: int) -> Tensor:
     return torch.broadcast_to(c.expand(3) if c.ndim == 0 else c, (batch, 3)).clone()
 
 
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """Random rendering parameters of synthetic crops (official ``Render.forward``; docs/method.md §7,
+    ranges of the official code as defaults). Validated at construction, so a bad value fails here and not at
+    the first batch; unknown names fail as for any dataclass.
+
+    Attributes:
+        cube: crop cube edge before jitter, mm (the target data set's cube; NYU 250).
+        size: crop size in pixels.
+        depth_range: (min, max) hand distance on the optical axis, mm (NYU 500-1200).
+        shape_noise: std of the N(0, shape_noise^2) noise added to each beta.
+        center_jitter: crop centre jitter, U(-j, j) mm per axis.
+        cube_jitter: cube scale factor U(1 - j, 1 + j), one factor for all three axes.
+        view_aug: view rotation about the hand centre, one of :data:`VIEW_AUGS` (official: ``none`` in
+            pre-training, ``octant`` in fine-tuning).
+        occlusion: occlusion spheres at joints (docs/method.md §7).
+        occlusion_joints: (min, max) number of masked joints per batch.
+        occlusion_offset: sphere centre offset U(-o, o) per axis, norm-uvd units.
+        occlusion_radius: max sphere radius (U(0, r)), norm-uvd units.
+    """
+
+    cube: float
+    size: int = 128
+    depth_range: tuple[float, float] = (500.0, 1200.0)
+    shape_noise: float = 3.0
+    center_jitter: float = 20.0
+    cube_jitter: float = 0.2
+    view_aug: str = "none"
+    occlusion: bool = True
+    occlusion_joints: tuple[int, int] = (3, 9)
+    occlusion_offset: float = 0.15
+    occlusion_radius: float = 0.3
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"SyntheticSettings.{name} must be {expected}, got {getattr(self, name)!r}")
+
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(name, "a finite number")
+            object.__setattr__(self, name, float(value))
+            return float(value)
+
+        if number("cube") <= 0:
+            raise bad("cube", "> 0 mm")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size <= 0:
+            raise bad("size", "a positive int")
+        try:
+            lo, hi = (float(v) for v in self.depth_range)
+        except (TypeError, ValueError):
+            raise bad("depth_range", "(min, max) mm") from None
+        if not 0 < lo < hi < math.inf:
+            raise bad("depth_range", "(min, max) mm with 0 < min < max")
+        object.__setattr__(self, "depth_range", (lo, hi))
+        for name in ("shape_noise", "center_jitter", "occlusion_offset", "occlusion_radius"):
+            if number(name) < 0:
+                raise bad(name, ">= 0")
+        if not 0 <= number("cube_jitter") < 1:
+            raise bad("cube_jitter", "in [0, 1)")
+        if self.view_aug not in VIEW_AUGS:
+            raise bad("view_aug", f"one of {VIEW_AUGS}")
+        if not isinstance(self.occlusion, bool):
+            raise bad("occlusion", "a bool")
+        try:
+            n_lo, n_hi = (int(v) for v in self.occlusion_joints)
+        except (TypeError, ValueError):
+            raise bad("occlusion_joints", "(min, max) joint counts") from None
+        if not 1 <= n_lo <= n_hi:
+            raise bad("occlusion_joints", "(min, max) with 1 <= min <= max")
+        object.__setattr__(self, "occlusion_joints", (n_lo, n_hi))
+
+
 @torch.no_grad()
-def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequence[float], cube,
-                           generator: torch.Generator | None = None, *, size: int = 128,
-                           depth_range: tuple[float, float] = (500.0, 1200.0), shape_noise: float = 3.0,
-                           center_jitter: float = 20.0, cube_jitter: float = 0.2, view_aug: str = "none",
-                           occlusion: bool = True, occlusion_joints: tuple[int, int] = (3, 9),
-                           occlusion_offset: float = 0.15, occlusion_radius: float = 0.3,
-                           rasterizer: Callable[..., Rendered] | None = None) -> dict:
+def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequence[float],
+                           settings: SyntheticSettings, generator: torch.Generator | None = None, *,
+                           cube=None, rasterizer: Callable[..., Rendered] | None = None) -> dict:
     """Render synthetic crops and labels from (B, 62) MANO parameters (official ``Render.forward``).
 
     Steps: betas += N(0, shape_noise^2); MANO in mm (file scale/translation applied); re-centred on the joint
     mean and placed at C = (0, 0, d), d ~ U(depth_range); rotated about C by the view augmentation (``none``
     in pre-training, ``octant`` = official fine-tuning, ``so3``); crop centre C += U(-jitter, jitter)^3 mm;
     cube *= U(1 - cube_jitter, 1 + cube_jitter); rendered straight into the crop (``render_crop``, M shared
-    with the real loader) and normalised; optional occlusion spheres (§5.4) set pixels of ``depth`` to
-    background.
+    with the real loader; docs/DEVIATIONS.md "Data and crops") and normalised; optional occlusion spheres set
+    pixels of ``depth`` to background.
 
-    ``depth`` (masked) is the spec's "clean rendered image" (§4.4, §5.4, §6.1): the input of the transfer
+    ``depth`` (masked) is the method's "clean rendered image" (docs/method.md §7): the input of the transfer
     network G, and the image used for encoding pixel targets and for decoding predictions.
     ``depth_unoccluded`` is the same render before the occlusion masking (equal to ``depth`` with
     ``occlusion=False``); it is not a training target.
@@ -297,73 +403,86 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
         params: (B, 62) float on the device of ``mano_layer``.
         mano_layer: the MANO layer (closed faces are rendered).
         camera: full-frame (fx, fy, cx, cy) of the target data set.
-        cube: crop cube edge in mm: float, (3,) or (B, 3).
+        settings: :class:`SyntheticSettings` (the random rendering ranges).
         generator: CPU torch.Generator for every random draw (None = the global generator).
+        cube: per-call cube edge in mm (float, (3,) or (B, 3)) instead of ``settings.cube``.
+        rasterizer: depth rasterizer (default: the built-in one).
     Returns:
         dict of float32 tensors on the params' device: ``depth`` (masked), ``depth_unoccluded``
         (B, 1, S, S) in [-1, 1], background +1;
-        ``joints_xyz_norm``, ``joints_uvd_norm`` (B, 14, 3) NYU order; ``joints_xyz_norm21``,
-        ``joints_uvd_norm21`` (B, 21, 3) MANO order; ``verts_xyz_norm`` (B, 779, 3) (norm-uvd on demand:
+        ``joints_xyz_norm``, ``joints_uvd_norm`` (B, 14, 3) the 14 NYU joints (keys of the real loader);
+        ``mano_joints_xyz_norm``, ``mano_joints_uvd_norm`` (B, 21, 3) the 21 MANO-order joints (the targets of
+        the synthetic losses); ``mano_verts_xyz_norm`` (B, 779, 3) the closed MANO mesh (norm-uvd on demand:
         ``util.geometry.norm_xyz_to_norm_uvd``);
         ``center_xyz``, ``cube`` (B, 3) mm; ``M`` (B, 3, 3); ``params`` (B, 62) the rendered parameters (with
         the shape noise).
     """
-    if view_aug not in VIEW_AUGS:
-        raise ValueError(f"view_aug must be one of {VIEW_AUGS}, got {view_aug!r}")
+    if not isinstance(settings, SyntheticSettings):
+        raise TypeError(f"settings must be a SyntheticSettings, got {type(settings).__name__}")
     if params.ndim != 2 or params.shape[1] != PARAM_DIM:
         raise ValueError(f"params must be (B, {PARAM_DIM}), got {tuple(params.shape)}")
+    st = settings
     dev, B = params.device, params.shape[0]
     p = ManoParams.from_vector(params.float().clone())
-    p.betas.add_(torch.randn(B, p.betas.shape[1], generator=generator).to(dev) * shape_noise)
+    p.betas.add_(torch.randn(B, p.betas.shape[1], generator=generator).to(dev) * st.shape_noise)
     rendered_params = p.to_vector()
     out = mano_layer.forward_dsf(rendered_params)
     centre0 = out.joints.mean(1, keepdim=True)
     verts, joints = out.vertices - centre0, out.joints - centre0  # hand centred at the origin
-    rot = batch_rodrigues(random_rotations(B, generator, view_aug).to(dev))  # (B, 3, 3); identity for "none"
+    rot = batch_rodrigues(random_rotations(B, generator, st.view_aug).to(dev))  # (B, 3, 3); identity for "none"
     verts, joints = verts @ rot.transpose(1, 2), joints @ rot.transpose(1, 2)
     hand_c = torch.zeros(B, 3, dtype=torch.float64)
-    hand_c[:, 2] = _uniform(B, *depth_range, generator)
+    hand_c[:, 2] = _uniform(B, *st.depth_range, generator)
     shift = hand_c.to(dev, verts.dtype)[:, None]
     verts, joints = verts + shift, joints + shift
-    center = hand_c + _uniform((B, 3), -center_jitter, center_jitter, generator)
-    cube_t = _cube_rows(cube, B) * _uniform((B, 1), 1.0 - cube_jitter, 1.0 + cube_jitter, generator)
+    center = hand_c + _uniform((B, 3), -st.center_jitter, st.center_jitter, generator)
+    cube_t = _cube_rows(st.cube if cube is None else cube, B) * _uniform((B, 1), 1.0 - st.cube_jitter,
+                                                                          1.0 + st.cube_jitter, generator)
     center, cube_t = center.to(dev, torch.float32), cube_t.to(dev, torch.float32)
 
-    unoccluded, _, M = render_normalised_crop(verts, mano_layer.faces_closed, center, cube_t, camera, size,
+    unoccluded, _, M = render_normalised_crop(verts, mano_layer.faces_closed, center, cube_t, camera, st.size,
                                               rasterizer=rasterizer)  # (B, 1, S, S), bg +1
 
     def labels(x: Tensor) -> tuple[Tensor, Tensor]:
         return (xyz_to_norm_xyz(x, center, cube_t),
-                uvd_to_norm_uvd(xyz_to_uvd(x, camera), center, cube_t, M, size))
+                uvd_to_norm_uvd(xyz_to_uvd(x, camera), center, cube_t, M, st.size))
 
     j_xyz, j_uvd = labels(joints)
     v_xyz = xyz_to_norm_xyz(verts, center, cube_t)  # no norm-uvd: no consumer needs the 779 projected points
     n_xyz, n_uvd = labels(nyu36_from_mano21(joints)[:, list(NYU_EVAL_14)])
     depth = unoccluded
-    if occlusion:
-        occ = occlusion_spheres(j_uvd, generator, occlusion_joints, occlusion_offset, occlusion_radius)
+    if st.occlusion:
+        occ = occlusion_spheres(j_uvd, generator, st.occlusion_joints, st.occlusion_offset, st.occlusion_radius)
         depth = torch.where(occlusion_mask(unoccluded, occ), torch.ones_like(unoccluded), unoccluded)
     return {"depth": depth, "depth_unoccluded": unoccluded,
-            "joints_xyz_norm": n_xyz, "joints_uvd_norm": n_uvd, "joints_xyz_norm21": j_xyz,
-            "joints_uvd_norm21": j_uvd, "verts_xyz_norm": v_xyz,
+            "joints_xyz_norm": n_xyz, "joints_uvd_norm": n_uvd,
+            "mano_joints_xyz_norm": j_xyz, "mano_joints_uvd_norm": j_uvd, "mano_verts_xyz_norm": v_xyz,
             "center_xyz": center, "cube": cube_t, "M": M, "params": rendered_params}
 
 
 class SyntheticRenderer(nn.Module):
-    """:func:`render_synthetic_batch` with its settings bound; moves with ``.to(device)`` (the MANO buffers).
+    """:func:`render_synthetic_batch` with its camera and settings bound; moves with ``.to(device)`` (the MANO
+    buffers).
 
-    ``forward(params (B, 62), generator=None) -> dict`` (see :func:`render_synthetic_batch`).
+    Args:
+        mano_layer: the MANO layer.
+        camera: full-frame (fx, fy, cx, cy) of the target data set.
+        settings: :class:`SyntheticSettings`.
+        rasterizer: depth rasterizer (default: the built-in one).
+
+    ``forward(params (B, 62), generator=None, cube=None) -> dict`` (see :func:`render_synthetic_batch`).
     """
 
-    def __init__(self, mano_layer: ManoLayer, camera: Sequence[float], cube: float = 250.0,
-                 **settings) -> None:
+    def __init__(self, mano_layer: ManoLayer, camera: Sequence[float], settings: SyntheticSettings,
+                 rasterizer: Callable[..., Rendered] | None = None) -> None:
         super().__init__()
+        if not isinstance(settings, SyntheticSettings):
+            raise TypeError(f"settings must be a SyntheticSettings, got {type(settings).__name__}")
         self.mano = mano_layer
         self.camera = tuple(float(c) for c in camera)
-        self.cube = float(cube)
         self.settings = settings
+        self.rasterizer = rasterizer
 
     def forward(self, params: Tensor, generator: torch.Generator | None = None, cube=None) -> dict:
-        return render_synthetic_batch(params, self.mano, self.camera, self.cube if cube is None else cube,
-                                      generator, **self.settings)
-
+        return render_synthetic_batch(params, self.mano, self.camera, self.settings, generator, cube=cube,
+                                      rasterizer=self.rasterizer)

@@ -3,7 +3,6 @@ with the rendered crops and with the NYU loader's conventions."""
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 
 import numpy as np
@@ -12,9 +11,10 @@ import torch
 
 from dataloader.nyu_joints import nyu36_from_mano21
 from dataloader.depth_io import DataFileError
-from dataloader.synthetic import (InfiniteShuffleSampler, SyntheticParams, SyntheticRenderer,
-                                  builtin_pose_params, find_hands_params, load_hands_params, occlusion_mask,
-                                  occlusion_spheres, param_loader, random_rotations, render_synthetic_batch)
+from dataloader.synthetic import (PALM_TO_CAMERA, InfiniteShuffleSampler, SyntheticParams, SyntheticRenderer,
+                                  SyntheticSettings, builtin_pose_params, find_hands_params, load_hands_params,
+                                  occlusion_mask, occlusion_spheres, param_loader, random_rotations,
+                                  render_synthetic_batch)
 from render.mano_layer import ManoLayer, batch_rodrigues
 from render.mano_params import ManoParams
 from util.camera import NYU_CAMERA
@@ -32,7 +32,8 @@ def layer(standin_model):
 @pytest.fixture(scope="module")
 def batch(layer, standin_model):
     params = torch.from_numpy(builtin_pose_params(standin_model.hands_coeffs, 12, seed=1))
-    return render_synthetic_batch(params, layer, CAM, 250.0, torch.Generator().manual_seed(0), occlusion=True)
+    return render_synthetic_batch(params, layer, CAM, SyntheticSettings(cube=250.0, occlusion=True),
+                                  torch.Generator().manual_seed(0))
 
 
 def test_hands_param_files(tmp_path):
@@ -71,7 +72,7 @@ def _write_hands(d, n: int, value: float) -> None:
         np.savetxt(d / f"hands-{k}.txt", np.full((n, w), value), fmt="%.3f")
 
 
-def test_find_hands_params_and_source_choice(tmp_path, caplog):
+def test_find_hands_params_and_source_choice(tmp_path, capsys):
     data = tmp_path / "data" / "nyu"  # a data root; the official files sit next to it
     data.mkdir(parents=True)
     assert find_hands_params(tmp_path / "data") is None and find_hands_params(tmp_path / "nowhere") is None
@@ -79,7 +80,11 @@ def test_find_hands_params_and_source_choice(tmp_path, caplog):
     roots = (data.parent, data)
     builtin = SyntheticParams.from_source("", coeffs, n_builtin=6, search_roots=roots)
     assert len(builtin) == 6 and builtin.source.startswith("built-in: 6 vectors from MANO hands_coeffs")
-    assert str(data.parent) in builtin.source
+    assert str(data.parent) in builtin.source and "uniform SO(3)" in builtin.source
+    printed = capsys.readouterr().out.splitlines()  # the substitute is announced on stdout, in one line
+    assert printed == [f"synthetic pose source: {builtin.source}"]
+    cone = SyntheticParams.from_source("", coeffs, n_builtin=6, search_roots=roots, rotation="cone", cone_deg=30)
+    assert "camera-facing cone 30 deg" in cone.source and "6 vectors" in capsys.readouterr().out
 
     _write_hands(data / "posePara_lm_collosion", 3, 0.5)  # second layout, under the data root
     assert find_hands_params(data) == data / "posePara_lm_collosion"
@@ -90,10 +95,10 @@ def test_find_hands_params_and_source_choice(tmp_path, caplog):
     official = data.parent / "hands20" / "posePara_lm_collosion"  # official layout, first search root wins
     _write_hands(official, 2, 0.25)
     assert find_hands_params(data.parent) == official
-    with caplog.at_level(logging.INFO, logger="dataloader.synthetic"):
-        p = SyntheticParams.from_source("", coeffs, search_roots=roots)
+    capsys.readouterr()
+    p = SyntheticParams.from_source("", coeffs, search_roots=roots)
     assert len(p) == 2 and torch.all(p.params == 0.25) and str(official) in p.source
-    assert f"synthetic pose source: hands files: {official}" in caplog.text
+    assert capsys.readouterr().out == f"synthetic pose source: hands files: {official} (2 vectors)\n"
     # an explicit directory beats the search; an incomplete set is an error, not a silent fallback
     p = SyntheticParams.from_source(str(data / "posePara_lm_collosion"), coeffs, search_roots=roots)
     assert len(p) == 3
@@ -145,21 +150,21 @@ def test_infinite_sampler_and_param_loader():
 def test_batch_shapes_and_consistent_labels(batch):
     B = 12
     shapes = {"depth": (B, 1, 128, 128), "depth_unoccluded": (B, 1, 128, 128), "joints_xyz_norm": (B, 14, 3),
-              "joints_uvd_norm": (B, 14, 3), "joints_xyz_norm21": (B, 21, 3), "joints_uvd_norm21": (B, 21, 3),
-              "verts_xyz_norm": (B, 779, 3), "center_xyz": (B, 3),
+              "joints_uvd_norm": (B, 14, 3), "mano_joints_xyz_norm": (B, 21, 3),
+              "mano_joints_uvd_norm": (B, 21, 3), "mano_verts_xyz_norm": (B, 779, 3), "center_xyz": (B, 3),
               "cube": (B, 3), "M": (B, 3, 3), "params": (B, 62)}
     for k, shp in shapes.items():
         assert tuple(batch[k].shape) == shp and batch[k].dtype == torch.float32, k
     c, s, M = batch["center_xyz"], batch["cube"], batch["M"]
     np.testing.assert_allclose(M.numpy(), crop_matrix_batch(c.double().numpy(), s.double().numpy(), CAM),
                                rtol=1e-6, atol=1e-4)  # the same crop matrix as the real loader
-    for tag in ("", "21"):  # norm-xyz and norm-uvd agree through util.geometry
-        xyz = batch[f"joints_xyz_norm{tag}"].double()
+    for tag in ("", "mano_"):  # norm-xyz and norm-uvd agree through util.geometry
+        xyz = batch[f"{tag}joints_xyz_norm"].double()
         uvd = norm_xyz_to_norm_uvd(xyz, c.double(), s.double(), M.double(), CAM)
-        np.testing.assert_allclose(uvd.numpy(), batch[f"joints_uvd_norm{tag}"].numpy(), atol=2e-4)
+        np.testing.assert_allclose(uvd.numpy(), batch[f"{tag}joints_uvd_norm"].numpy(), atol=2e-4)
     # the mesh vertices, projected in float64, land on the rendered hand and never far in front of its surface
     # (the z-buffer keeps the nearest surface; misses are silhouette pixels and pixel rounding)
-    uvd = norm_xyz_to_norm_uvd(batch["verts_xyz_norm"].double(), c.double(), s.double(), M.double(), CAM)
+    uvd = norm_xyz_to_norm_uvd(batch["mano_verts_xyz_norm"].double(), c.double(), s.double(), M.double(), CAM)
     clean = batch["depth_unoccluded"][:, 0].double()
     px = ((uvd[..., :2] + 1) * 64).round().long().clamp(0, 127)
     val = clean[torch.arange(B)[:, None], px[..., 1], px[..., 0]]
@@ -168,10 +173,10 @@ def test_batch_shapes_and_consistent_labels(batch):
     gap = ((uvd[..., 2] - val) * s[:, None, 2].double() / 2)[on]  # mm the surface lies in front of a vertex
     assert (gap > -10).float().mean() > 0.9 and 0 < gap.median() < 25  # back vertices: about half the thickness
     # NYU-order joints are the 36-joint placement of the MANO joints
-    j14 = nyu36_from_mano21(batch["joints_xyz_norm21"].double())[:, list(NYU_EVAL_14)]
+    j14 = nyu36_from_mano21(batch["mano_joints_xyz_norm"].double())[:, list(NYU_EVAL_14)]
     np.testing.assert_allclose(j14.numpy(), batch["joints_xyz_norm"].numpy(), atol=1e-5)
     # placement: joint mean on the optical axis at 500-1200 mm, crop centre within 20 mm, cube 200-300 mm
-    mm = norm_xyz_to_xyz(batch["joints_xyz_norm21"].double(), c.double(), s.double())
+    mm = norm_xyz_to_xyz(batch["mano_joints_xyz_norm"].double(), c.double(), s.double())
     mean = mm.mean(1)
     assert mean[:, :2].abs().max() < 1e-2 and mean[:, 2].min() >= 500 and mean[:, 2].max() <= 1200
     assert (c.double() - mean).abs().max() <= 20 + 1e-3
@@ -183,7 +188,7 @@ def test_batch_shapes_and_consistent_labels(batch):
 def test_joints_land_on_rendered_hand_pixels(batch):
     clean = batch["depth_unoccluded"][:, 0]  # joints vs the whole hand (occlusion removes some of it)
     assert clean.min() >= -1 and clean.max() <= 1 and (clean == 1).float().mean() > 0.15
-    uvd = batch["joints_uvd_norm21"]
+    uvd = batch["mano_joints_uvd_norm"]
     px = ((uvd[..., :2] + 1) * 64).round().long().clamp(0, 127)
     val = clean[torch.arange(clean.shape[0])[:, None], px[..., 1], px[..., 0]]
     on = val < 0.99
@@ -195,7 +200,7 @@ def test_joints_land_on_rendered_hand_pixels(batch):
 
 def test_occlusion_spheres_and_mask(batch):
     g = torch.Generator().manual_seed(4)
-    uvd = batch["joints_uvd_norm21"]
+    uvd = batch["mano_joints_uvd_norm"]
     occ = occlusion_spheres(uvd, g)
     n = occ.joint_ids.numel()
     assert 3 <= n <= 9 and occ.joint_ids.unique().numel() == n
@@ -219,21 +224,57 @@ def test_occlusion_spheres_and_mask(batch):
 
 def test_deterministic_module_and_view_augmentation(layer, standin_model):
     params = torch.from_numpy(builtin_pose_params(standin_model.hands_coeffs, 3, seed=2))
-    ren = SyntheticRenderer(layer, CAM, 250.0, occlusion=False)
+    ren = SyntheticRenderer(layer, CAM, SyntheticSettings(cube=250.0, occlusion=False))
     a = ren(params, torch.Generator().manual_seed(9))
     b = ren(params, torch.Generator().manual_seed(9))
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert torch.equal(a["depth"], a["depth_unoccluded"])  # occlusion off
-    rotating = SyntheticRenderer(layer, CAM, 250.0, occlusion=False, view_aug="octant")
+    rotating = SyntheticRenderer(layer, CAM, SyntheticSettings(cube=250.0, occlusion=False, view_aug="octant"))
     rot = rotating(params, torch.Generator().manual_seed(9))
 
     def pairwise_mm(out):
-        mm = out["joints_xyz_norm21"] * out["cube"][:, None, :1] / 2
+        mm = out["mano_joints_xyz_norm"] * out["cube"][:, None, :1] / 2
         return torch.cdist(mm, mm)
 
     # the view rotation turns the hand about its centre: distances between joints are kept, positions change
     assert (pairwise_mm(a) - pairwise_mm(rot)).abs().max() < 1e-2
-    assert (a["joints_xyz_norm21"] - rot["joints_xyz_norm21"]).abs().max() > 0.05
-    with pytest.raises(ValueError, match="view_aug"):
-        render_synthetic_batch(params, layer, CAM, 250.0, view_aug="random")
+    assert (a["mano_joints_xyz_norm"] - rot["mano_joints_xyz_norm"]).abs().max() > 0.05
+    # a per-call cube overrides the settings' cube
+    small = ren(params, torch.Generator().manual_seed(9), cube=200.0)
+    torch.testing.assert_close(small["cube"], a["cube"] * 0.8)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(view_aug="random"), "view_aug"), (dict(depth_range=(900.0, 500.0)), "depth_range"),
+    (dict(cube=0.0), "cube"), (dict(size=0), "size"), (dict(cube_jitter=1.0), "cube_jitter"),
+    (dict(occlusion_joints=(5, 2)), "occlusion_joints"), (dict(shape_noise=-1.0), "shape_noise"),
+    (dict(occlusion="yes"), "occlusion"), (dict(center_jitter=float("nan")), "center_jitter"),
+])
+def test_settings_validated_at_construction(bad, match):
+    """A bad value fails when the settings are built, naming the field (not at the first rendered batch)."""
+    with pytest.raises(ValueError, match=match):
+        SyntheticSettings(**{"cube": 250.0, **bad})
+    with pytest.raises(TypeError):  # a typo in a name is an error too
+        SyntheticSettings(cube=250.0, view_agu="none")
+    st = SyntheticSettings(cube=250, depth_range=[400, 900], occlusion_joints=[2, 4])
+    assert st.cube == 250.0 and st.depth_range == (400.0, 900.0) and st.occlusion_joints == (2, 4)
+    with pytest.raises(AttributeError):  # frozen
+        st.cube = 300.0
+
+
+def test_cone_rotations_face_the_camera():
+    """The cone source turns the palm normal (-y of the MANO rest hand) within the half-angle of -z."""
+    from scipy.spatial.transform import Rotation
+
+    coeffs = np.random.default_rng(0).normal(size=(5, 45))
+    for half in (0.0, 30.0):
+        p = builtin_pose_params(coeffs, 400, seed=3, rotation="cone", cone_deg=half)
+        normals = Rotation.from_rotvec(p[:, :3].astype(np.float64)).apply([0.0, -1.0, 0.0])
+        angle = np.degrees(np.arccos(np.clip(-normals[:, 2], -1, 1)))  # to the direction of the camera
+        assert angle.max() <= half + 1e-3
+        if half:
+            assert angle.max() > 0.8 * half  # the cap is filled, not only its centre
+    assert np.allclose(Rotation.from_rotvec(PALM_TO_CAMERA).apply([0.0, -1.0, 0.0]), [0, 0, -1], atol=1e-12)
+    with pytest.raises(ValueError, match="rotation"):
+        builtin_pose_params(coeffs, 2, rotation="octant")
