@@ -35,6 +35,13 @@ CAMERAS: dict[str, Intrinsics] = {"nyu": NYU_CAMERA, "icvl": ICVL_CAMERA, "msra"
 #: crop cube edge (mm) per dataset (DSF config ``CUBE``)
 CUBE_SIZES: dict[str, float] = {"nyu": 250.0, "icvl": 200.0, "msra": 200.0}
 
+#: MSRA crop cube edge (mm) per subject P0..P8 (DSF ``msra_loader``; replaces the dataset default there)
+MSRA_SUBJECT_CUBES: tuple[float, ...] = (200.0, 200.0, 200.0, 180.0, 180.0, 180.0, 170.0, 160.0, 150.0)
+
+#: ICVL mirror: the official loader flips frames left-right and maps labels / centres with u' = W - u (not
+#: W - 1 - u; docs/DEVIATIONS.md "Datasets ICVL/MSRA"), so that the left hand looks like MANO's right hand
+ICVL_MIRROR_WIDTH = 320.0
+
 #: range of hand distances (mm) for synthetic rendering per dataset (DSF ``Render``)
 SYNTH_DEPTH_RANGES: dict[str, tuple[float, float]] = {
     "nyu": (500.0, 1200.0), "icvl": (150.0, 600.0), "msra": (150.0, 600.0)}

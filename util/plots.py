@@ -18,7 +18,7 @@ def _colors(n: int) -> list:
 
 
 def plot_success_curves(path: str | Path, labels: Sequence[str], thresholds_mm: np.ndarray,
-                        curves: Sequence[np.ndarray]) -> None:
+                        curves: Sequence[np.ndarray], title: str = "NYU") -> None:
     """All methods' max-error success curves (each (T,) over ``thresholds_mm``) on one axes."""
     fig = Figure(figsize=(6.4, 4.8), dpi=120)
     ax = fig.subplots()
@@ -28,7 +28,7 @@ def plot_success_curves(path: str | Path, labels: Sequence[str], thresholds_mm: 
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("Maximum allowed distance to GT (mm)")
     ax.set_ylabel("Fraction of frames within distance")
-    ax.set_title("NYU: success rate (max joint error)")
+    ax.set_title(f"{title}: success rate (max joint error)")
     ax.grid(True, alpha=0.4)
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
@@ -36,9 +36,13 @@ def plot_success_curves(path: str | Path, labels: Sequence[str], thresholds_mm: 
 
 
 def plot_per_joint_errors(path: str | Path, names: Sequence[str], joint_names: Sequence[str],
-                          per_joint: Sequence[np.ndarray], means: Sequence[float]) -> None:
-    """Grouped bars of per-joint mean errors (mm), joints in the community's reversed order plus 'Mean'."""
-    order = list(range(len(joint_names)))[::-1]  # the awesome evaluator lists Palm ... Pinky.T
+                          per_joint: Sequence[np.ndarray], means: Sequence[float], title: str = "NYU",
+                          reverse: bool = True) -> None:
+    """Grouped bars of per-joint mean errors (mm) plus 'Mean'; ``reverse`` lists the joints backwards (the
+    community's NYU plot: Palm ... Pinky.T; its ICVL / MSRA plots keep the file order)."""
+    order = list(range(len(joint_names)))
+    if reverse:
+        order = order[::-1]
     labels = [joint_names[j] for j in order] + ["Mean"]
     n = len(per_joint)
     width = 0.8 / n
@@ -50,8 +54,29 @@ def plot_per_joint_errors(path: str | Path, names: Sequence[str], joint_names: S
         ax.bar(x + (i - (n - 1) / 2) * width, values, width, label=name, color=color)
     ax.set_xticks(x, labels, rotation="vertical")
     ax.set_ylabel("Mean error (mm)")
-    ax.set_title("NYU: per-joint mean error")
+    ax.set_title(f"{title}: per-joint mean error")
     ax.grid(True, axis="y", alpha=0.4)
     ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_viewpoint_curves(path: str | Path, names: Sequence[str], yaw_bins: np.ndarray,
+                          yaw_curves: Sequence[np.ndarray], pitch_bins: np.ndarray,
+                          pitch_curves: Sequence[np.ndarray], title: str = "MSRA") -> None:
+    """Mean error (mm) per yaw bin and per pitch bin (deg), one line per method (NaN bins left as gaps)."""
+    fig = Figure(figsize=(12.8, 4.8), dpi=120)
+    axes = fig.subplots(1, 2)
+    colors = _colors(len(names))
+    for ax, bins, curves, label in ((axes[0], yaw_bins, yaw_curves, "yaw"),
+                                    (axes[1], pitch_bins, pitch_curves, "pitch")):
+        for name, curve, color in zip(names, curves, colors):
+            ax.plot(bins, curve, label=name, color=color, linewidth=1.5)
+        ax.set_xlim(float(bins[0]), float(bins[-1]))
+        ax.set_xlabel(f"{label} angle (deg)")
+        ax.set_ylabel("Mean error distance (mm)")
+        ax.set_title(f"{title}: error vs {label}")
+        ax.grid(True, alpha=0.4)
+        ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
