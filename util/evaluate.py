@@ -113,7 +113,37 @@ def load_predictions(path: str | Path, num_frames: int | None = None,
     if num_frames is not None and arr.shape[0] != num_frames:
         raise PredictionFormatError(
             path, None, f"{arr.shape[0]} lines (frames), expected {num_frames} (one line per test frame)")
-    return arr.reshape(-1, nj, 3)
+    uvd = arr.reshape(-1, nj, 3)
+    bad = _implausible(uvd)
+    if bad.any():
+        row, joint = (int(i) for i in np.argwhere(bad)[0])
+        raise PredictionFormatError(
+            path, row + 1, f"joint {joint + 1} ({joint_names[joint]}) has (u, v, d) = "
+                           f"({', '.join(f'{v:.6g}' for v in uvd[row, joint])}); {_PLAUSIBLE} "
+                           f"({int(bad.sum())} joints in {int(bad.any(1).sum())} lines fail)")
+    return uvd
+
+
+#: bounds of a usable (u, v, d): a depth <= 0 has no 3D point and a huge value (1e308) overflows the lifting to
+#: xyz, so either is a broken file, not a poor prediction. Generous: real NYU / ICVL labels have d in 190-1170 mm.
+MAX_DEPTH_MM = 1e5
+MAX_ABS_PIXEL = 1e6
+_PLAUSIBLE = f"expected 0 < d <= {MAX_DEPTH_MM:g} mm and |u|, |v| <= {MAX_ABS_PIXEL:g} px"
+
+
+def _implausible(uvd: np.ndarray) -> np.ndarray:
+    """(N, J) bool: joints of finite (N, J, 3) uvd outside the usable bounds above."""
+    d = uvd[..., 2]
+    return (d <= 0) | (d > MAX_DEPTH_MM) | (np.abs(uvd[..., :2]) > MAX_ABS_PIXEL).any(-1)
+
+
+def _check_plausible(name: str, uvd: np.ndarray) -> None:
+    bad = _implausible(uvd)
+    if bad.any():
+        frame, joint = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name}: frame {frame}, joint {joint} has (u, v, d) = "
+                         f"({', '.join(f'{v:.6g}' for v in uvd[frame, joint])}); {_PLAUSIBLE} "
+                         f"({int(bad.sum())} joints in {int(bad.any(1).sum())} frames fail)")
 
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
@@ -217,6 +247,7 @@ def _as_uvd(name: str, a) -> np.ndarray:
         raise ValueError(f"{name}: expected shape (N >= 1, {NUM_JOINTS}, 3) of (u, v, d), got {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: {int((~np.isfinite(arr)).sum())} values are NaN or inf")
+    _check_plausible(name, arr)
     return arr
 
 
@@ -342,6 +373,7 @@ def _as_uvd_j(name: str, a, num_joints: int) -> np.ndarray:
         raise ValueError(f"{name}: expected shape (N >= 1, {num_joints}, 3) of (u, v, d), got {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: {int((~np.isfinite(arr)).sum())} values are NaN or inf")
+    _check_plausible(name, arr)
     return arr
 
 
@@ -575,9 +607,13 @@ def _main_dataset(args, names: list[str]) -> int:
         print("dsf_bias: mean with the official trainer's per-joint ICVL depth bias subtracted from the "
               "predictions (not comparable with community numbers)")
     if args.out:
-        for path in write_dataset_results(args.out, args.dataset, names, args.pred, scores, gt_path, angles,
-                                          frame_errors, extra):
-            print(f"wrote {path}")
+        try:
+            for path in write_dataset_results(args.out, args.dataset, names, args.pred, scores, gt_path, angles,
+                                              frame_errors, extra):
+                print(f"wrote {path}")
+        except OSError as err:  # e.g. no permission: the scores above stand, the files could not be written
+            print(f"error: cannot write the results to --out {args.out}: {err}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -624,6 +660,20 @@ def write_results(out_dir: str | Path, names: Sequence[str], files: Sequence[str
     return [out / p for p in ("scores.csv", "scores.json", "success_curve.png", "per_joint_error.png")]
 
 
+def _out_dir_problem(out: str | None) -> str | None:
+    """Why ``out`` cannot become the results folder (None when it can): an existing file, or a file on its path."""
+    if not out:
+        return None
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is an existing file" if p == path else f"lies under {p}, which is a file"
+                return f"{what}; expected a folder (existing or new) for the plots and score tables"
+            return None
+    return None
+
+
 def default_name(path: str | Path) -> str:
     """Method name from a file name: ``CVPR18_NYU_V2V_PoseNet.txt`` -> ``V2V_PoseNet``."""
     return re.sub(r"^[A-Za-z]+\d*_(NYU|ICVL|MSRA)_", "", Path(path).stem)
@@ -657,6 +707,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.names or [default_name(p) for p in args.pred]
     if args.dsf_bias and args.dataset != "icvl":
         ap.error("--dsf-bias applies to --dataset icvl only")
+    out_problem = _out_dir_problem(args.out)
+    if out_problem:  # before any file is read: a bad --out must not cost a whole evaluation
+        print(f"error: --out {args.out}: {out_problem}", file=sys.stderr)
+        return 2
     if args.dataset != "nyu":
         return _main_dataset(args, names)
     args.gt = args.gt or str(DEFAULT_GT)
@@ -674,8 +728,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_table(names, scores))
     if args.out:
-        for path in write_results(args.out, names, args.pred, scores, args.gt):
-            print(f"wrote {path}")
+        try:
+            for path in write_results(args.out, names, args.pred, scores, args.gt):
+                print(f"wrote {path}")
+        except OSError as err:  # e.g. no permission: the scores above stand, the files could not be written
+            print(f"error: cannot write the results to --out {args.out}: {err}", file=sys.stderr)
+            return 2
     return 0
 
 
