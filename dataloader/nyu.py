@@ -16,7 +16,9 @@ Everything leaving this module is in the internal frame (mm, y down). Items (dic
 - ``joints_xyz_norm`` (14, 3) ``(X - C) / (cube / 2)``; ``joints_uvd_norm`` (14, 3) crop-normalised uvd;
 - ``center_xyz`` (3,) mm; ``cube`` (3,) mm; ``M`` (3, 3) full image -> crop pixels; ``index`` frame index
   (0-based);
-- with ``joints21=True`` also ``joints_xyz_norm21`` / ``joints_uvd_norm21`` (21, 3) in MANO order.
+- with ``joints21=True`` also ``joints_xyz_norm21`` / ``joints_uvd_norm21`` (21, 3) in MANO order;
+- with ``point_labels`` also ``points_xyz_norm`` / ``points_uvd_norm`` (P, 3) (e.g. MANO-fit joints and
+  vertices, :class:`dataloader.nyu_fits.FitPointLabels`), augmented like the joints.
 
 Use :func:`norm_xyz_to_mm` / :func:`norm_uvd_to_image_uvd` to go back to mm / full-image (u, v, d).
 """
@@ -158,6 +160,9 @@ class NYUDataset(Dataset):
             only when the test split has exactly ``standard_test_frames`` frames (the real NYU test set).
         depth_kind: 'depth' (sensor) | 'synthdepth' (Tompson's rendered fits).
         joints21: also return the 21 MANO-order joints (``*_norm21``).
+        point_labels: optional callable ``frame (0-based) -> (P, 3)`` mm (y down): extra labelled points
+            returned as ``points_xyz_norm`` / ``points_uvd_norm``, transformed by the augmentation like the
+            joints (the benchmark's supervised upper bound, docs/DEVIATIONS.md ``## Benchmark``).
         frames: optional subset of 0-based frame indices.
         skip_bad: leave out bad frames instead of stopping: labels with a non-finite value or depth <= 0 in
             the used view, missing depth PNGs, and PNGs failing :func:`check_depth_png` (header of an
@@ -167,8 +172,9 @@ class NYUDataset(Dataset):
             misalign predictions and ground truth). Without it, the first bad label or missing PNG stops
             construction and a corrupt PNG stops ``__getitem__``, each with an error naming the file.
         image_shape: (height, width) of the depth PNGs, checked with ``skip_bad``.
-        crop_sampling: ``warp`` (crop pixel = frame pixel nearest to ``M^-1 (j, i)``: lines up with rendered
-            crops) or ``resize`` (the official ``cv2.resize`` nearest, about half a frame pixel up-left).
+        crop_sampling: ``resize`` (default: the official ``cv2.resize`` nearest, bit-exact with the official
+            loader, about half a frame pixel up-left of the rendered crops) or ``warp`` (crop pixel = frame pixel
+            nearest to ``M^-1 (j, i)``: lines up with rendered crops; docs/DEVIATIONS.md "Data and crops").
 
     Frames whose centre line reads ``invalid`` (no hand) are always left out; they are counted in the same
     summary warning and in ``num_skipped``.
@@ -181,7 +187,8 @@ class NYUDataset(Dataset):
                  test_cube_split: int = NYU_TEST_SPLIT, test_cube_scale: float = 5.0 / 6.0,
                  standard_test_frames: int = NYU_TEST_FRAMES, depth_kind: str = "depth",
                  joints21: bool = False, frames: Sequence[int] | None = None, skip_bad: bool = False,
-                 image_shape: tuple[int, int] = (480, 640), crop_sampling: str = "warp") -> None:
+                 image_shape: tuple[int, int] = (480, 640), crop_sampling: str = "resize",
+                 point_labels=None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if center_type not in CENTER_TYPES:
@@ -195,6 +202,7 @@ class NYUDataset(Dataset):
             raise ValueError(f"crop_sampling must be one of {CROP_SAMPLINGS}, got {crop_sampling!r}")
         self.crop_sampling = crop_sampling
         self.depth_kind, self.joints21, self.skip_bad = depth_kind, joints21, skip_bad
+        self.point_labels = point_labels
         self.augment = (split == "train") if augment is None else bool(augment)
         self.aug_rotation, self.aug_shift, self.aug_scale = aug_rotation, aug_shift, aug_scale
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
@@ -315,17 +323,20 @@ class NYUDataset(Dataset):
         center, cube = self._centers[frame].copy(), self._cubes[frame].copy()
         joints = self._joints14[frame]
         joints21 = self._joints21[frame] if self._joints21 is not None else None
+        points = None if self.point_labels is None else np.asarray(self.point_labels(frame), np.float64)
         crop, M = crop_depth_mm(depth, center, cube, self.camera, self.size, self.crop_sampling)
         premax = float(crop.max())  # before augmentation (§2.4 quirk)
         if aug is None and self.augment:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
             aug = sample_aug_params(rng, self.aug_shift, self.aug_scale, self.aug_rotation)
         if aug is not None:
-            both = joints if joints21 is None else np.concatenate([joints, joints21])
-            res = augment_crop(crop, both, center, cube, M, self.camera, aug)
+            parts = [joints] + [p for p in (joints21, points) if p is not None]
+            res = augment_crop(crop, np.concatenate(parts), center, cube, M, self.camera, aug)
             crop, center, cube, M = res.crop_mm, res.center_xyz, res.cube, res.M
-            n14 = len(joints)
-            joints, joints21 = res.joints_xyz[:n14], (None if joints21 is None else res.joints_xyz[n14:])
+            moved = np.split(res.joints_xyz, np.cumsum([len(p) for p in parts])[:-1])
+            joints = moved.pop(0)
+            joints21 = None if joints21 is None else moved.pop(0)
+            points = None if points is None else moved.pop(0)
         item = {"depth": torch.from_numpy(normalize_crop(crop, premax, center[2], cube[2]))[None],
                 "center_xyz": torch.as_tensor(center, dtype=torch.float32),
                 "cube": torch.as_tensor(cube, dtype=torch.float32),
@@ -334,6 +345,9 @@ class NYUDataset(Dataset):
         item.update(self._labels(joints, center, cube, M, ""))
         if joints21 is not None:
             item.update(self._labels(joints21, center, cube, M, "21"))
+        if points is not None:
+            labels = self._labels(points, center, cube, M, "")
+            item.update(points_xyz_norm=labels["joints_xyz_norm"], points_uvd_norm=labels["joints_uvd_norm"])
         return item
 
     def _labels(self, joints: np.ndarray, center: np.ndarray, cube: np.ndarray, M: np.ndarray,

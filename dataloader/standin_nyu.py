@@ -9,7 +9,13 @@ by projection; the 21 MANO joints plus the 15 NYU-only joints of :mod:`dataloade
 centre files ``center_{split}_{v}_refined.txt`` (v = 0, 1, 2; y down, DSF convention) and the single V2V-style
 ``center_{split}_refined.txt`` (view 1, y up). Centres = mean of the 14 evaluation joints + N(0, 12^2) mm per
 axis. ``DIR/standin_nyu.json`` records the settings (:func:`ensure_standin_nyu` regenerates only when they
-change).
+change). ``DIR/posePara_lm_collosion/nyu-{split}-{v}-{glb,pose,shape,scale,trans}.txt`` (v = 0, 1, 2) are the
+"released MANO fits" in the official file format (dsf-method §8.3): the exact 62-d parameters of every frame
+and view, placed in the camera frame (mm, y down): MANO(fit) gives the frame's joint labels
+(:mod:`dataloader.nyu_fits`).
+
+``--mismatch thick|smooth`` (:mod:`dataloader.standin_mismatch`) renders the hands with a surface MANO's
+shape space cannot represent (the skeleton, labels and fits stay MANO's): the model-mismatch benchmark.
 
 Views: view 1 sees the hand "frontally" (palm or back towards the camera, fingers roughly up, random
 yaw/pitch/roll); views 2 and 3 see the *same* posed hand and forearm turned by ``VIEW_TILTS`` (about x: from
@@ -39,6 +45,8 @@ from scipy.spatial.transform import Rotation
 
 from dataloader.depth_io import depth_png_name, write_centers, write_depth_png, write_joint_data
 from dataloader.nyu_joints import hand_axes, nyu36_from_mano21
+from dataloader.nyu_fits import FITS_DIR, write_nyu_fits
+from dataloader.standin_mismatch import MISMATCHES, apply_mismatch
 from dataloader.sensor import SensorModel, apply_sensor_roi
 from render.mano_io import ManoModel, load_mano
 from render.mano_layer import ManoLayer
@@ -203,18 +211,31 @@ def _hand_boxes(mask: torch.Tensor, margin: int = ROI_MARGIN) -> list[tuple[int,
 
 
 def render_standin_batch(layer: ManoLayer, params: np.ndarray, views: int, camera, image_size,
-                         cfg: StandinConfig, rng: np.random.Generator) -> dict:
+                         cfg: StandinConfig, rng: np.random.Generator, mismatch: str = "none",
+                         mismatch_amount: float | None = None) -> dict:
     """Render B frames x ``views`` views (batched rasterisation, sensor model applied).
 
-    Returns {'depth', 'synth', 'joints36', 'verts'}: lists over the views of (B, H, W) sensor depth mm
+    ``mismatch`` (:data:`dataloader.standin_mismatch.MISMATCHES`) deforms the rendered hand surface only
+    (joints, labels and fits stay those of MANO(params)); it draws no random numbers and the sensor noise
+    has its own stream, so the scenes (poses, views, positions, walls, centres) of a seed are the same with
+    and without it.
+
+    Returns {'depth', 'synth', 'joints36', 'verts', 'fits'}: lists over the views of (B, H, W) sensor depth mm
     (2001 = invalid), (B, H, W) clean hand depth mm (0 = none), (B, 36, 3) joints mm (y down), (B, 779, 3)
-    hand mesh mm (y down; faces ``layer.faces_closed``).
+    rendered hand mesh mm (y down; faces ``layer.faces_closed``), (B, 62) DSF parameters of the hand in the
+    view's camera frame (``layer.forward_dsf(fit)`` gives its MANO joints / undeformed mesh in mm, y down).
     """
     B = params.shape[0]
     with torch.no_grad():
         mano = layer.forward_dsf(torch.from_numpy(params))
     verts, joints = mano.vertices.double().numpy(), mano.joints.double().numpy()
+    if mismatch != "none":
+        verts = apply_mismatch(verts, layer.faces_closed.numpy(), layer.weights.double().numpy(), mismatch,
+                               mismatch_amount)
     frame = _hand_frame(joints)  # hand axes: shared by the forearm and the view rotation
+    # the sensor model draws a content-dependent number of values: its own stream keeps every scene draw of
+    # a seed independent of the rendered surface (mismatch options render the same scenes)
+    sensor_rng = np.random.default_rng(int(rng.integers(2**63)))
     arm, arm_faces = forearm_mesh(verts, frame, cfg, rng)
     centre = joints.mean(1, keepdims=True)
     scene = np.concatenate([verts, arm], 1) - centre  # hand centred at the origin
@@ -222,7 +243,7 @@ def render_standin_batch(layer: ManoLayer, params: np.ndarray, views: int, camer
     hand_faces = layer.faces_closed
     faces = torch.cat([hand_faces, torch.from_numpy(arm_faces) + verts.shape[1]])
     rot1 = _frontal_rotations(frame, cfg, rng)
-    out: dict[str, list] = {"depth": [], "synth": [], "joints36": [], "verts": []}
+    out: dict[str, list] = {"depth": [], "synth": [], "joints36": [], "verts": [], "fits": []}
     for view in range(views):
         rot = Rotation.from_euler("xy", VIEW_TILTS[view], degrees=True).as_matrix() @ rot1
         pos = _place(B, camera, cfg, rng)
@@ -232,11 +253,25 @@ def render_standin_batch(layer: ManoLayer, params: np.ndarray, views: int, camer
         hand_mask = ren.mask & (ren.face_index < hand_faces.shape[0])
         wall = torch.from_numpy(wall_depth(B, pos[:, 2], camera, image_size, cfg, rng))
         clean = torch.where(ren.mask & ((wall <= 0) | (ren.depth < wall)), ren.depth, wall)
-        out["depth"].append(apply_sensor_roi(clean.numpy(), _hand_boxes(hand_mask), cfg.sensor, rng))
+        out["depth"].append(apply_sensor_roi(clean.numpy(), _hand_boxes(hand_mask), cfg.sensor, sensor_rng))
         out["synth"].append(torch.where(hand_mask, ren.depth, torch.zeros_like(ren.depth)).numpy())
         out["joints36"].append(nyu36_from_mano21(jt))
         out["verts"].append(vt[:, :verts.shape[1]].double().numpy())
+        out["fits"].append(_view_fits(layer, params, rot, jt))
     return out
+
+
+def _view_fits(layer: ManoLayer, params: np.ndarray, rot: np.ndarray, joints_view: np.ndarray) -> np.ndarray:
+    """(B, 62) parameters whose MANO joints are ``joints_view`` (B, 21, 3) mm: root rotation = the view
+    rotation ``rot`` (B, 3, 3) (params have a zero root); MANO turns about the wrist joint, so the remaining
+    offset is one translation per frame (mean residual over the 21 joints)."""
+    fits = params.astype(np.float64)
+    fits[:, LAYOUT_AXIS_ANGLE.global_orient] = Rotation.from_matrix(rot).as_rotvec()
+    fits[:, LAYOUT_AXIS_ANGLE.transl] = 0.0
+    with torch.no_grad():
+        posed = layer.forward_dsf(torch.from_numpy(fits).float()).joints.double().numpy()
+    fits[:, LAYOUT_AXIS_ANGLE.transl] = (joints_view - posed).mean(1)
+    return fits
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -260,19 +295,22 @@ def load_model(mano_path: str | None = None) -> ManoModel:
 
 
 def _write_split(split_dir: Path, layer: ManoLayer, coeffs: np.ndarray | None, n: int, views: int,
-                 seed: int, cfg: StandinConfig, batch_size: int, camera, image_size, view_mode: str) -> None:
+                 seed: int, cfg: StandinConfig, batch_size: int, camera, image_size, view_mode: str,
+                 mismatch: str = "none", mismatch_amount: float | None = None) -> None:
     split_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rendered = views if view_mode == "render" else 1
     joints = np.zeros((rendered, n, 36, 3))
+    fits = np.zeros((rendered, n, PARAM_DIM))
     # PNG encoding releases the GIL: write one batch while the next renders (at most two batches in memory)
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending: list = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             res = render_standin_batch(layer, sample_standin_params(coeffs, b, cfg, rng), rendered, camera,
-                                       image_size, cfg, rng)
+                                       image_size, cfg, rng, mismatch, mismatch_amount)
             joints[:, start:start + b] = np.stack(res["joints36"])
+            fits[:, start:start + b] = np.stack(res["fits"])
             for job in pending:
                 job.result()  # re-raise write errors
             pending = [pool.submit(_write_png, split_dir / depth_png_name(kind, v + 1, start + i),
@@ -287,8 +325,11 @@ def _write_split(split_dir: Path, layer: ManoLayer, coeffs: np.ndarray | None, n
                 for i in range(n):
                     _link(split_dir / depth_png_name(kind, 1, i), split_dir / depth_png_name(kind, v, i))
         joints = np.repeat(joints[:1], views, 0)
+        fits = np.repeat(fits[:1], views, 0)
     write_joint_data(split_dir / "joint_data.mat", xyz_to_uvd(joints, camera), flip_y(joints))
     split = split_dir.name
+    for v in range(views):
+        write_nyu_fits(split_dir.parent, split, v, fits[v])
     for v in range(views):
         if v == 0 or rendered > 1:
             centres = joints[v][:, list(NYU_EVAL_14)].mean(1) + rng.normal(0.0, cfg.center_noise, (n, 3))
@@ -308,7 +349,8 @@ def _link(src: Path, dst: Path) -> None:
 
 def generate_standin_nyu(out_dir, n_train: int, n_test: int, seed: int = 0, mano_path: str | None = None,
                          views: int = 3, view_mode: str = "render", batch_size: int = 32,
-                         config: StandinConfig = StandinConfig()) -> Path:
+                         config: StandinConfig = StandinConfig(), mismatch: str = "none",
+                         mismatch_amount: float | None = None) -> Path:
     """Write the stand-in NYU tree (see the module docstring); deterministic for ``seed``. Returns
     ``out_dir``.
 
@@ -323,7 +365,11 @@ def generate_standin_nyu(out_dir, n_train: int, n_test: int, seed: int = 0, mano
             hard links of view 1 with the same labels: a third of the generation time).
         batch_size: frames rendered together.
         config: the scene distribution (:class:`StandinConfig`).
+        mismatch, mismatch_amount: surface change of the rendered hands (:func:`apply_mismatch`; 'none',
+            'thick', 'smooth'; amount None = the option's default).
     """
+    if mismatch not in MISMATCHES:
+        raise ValueError(f"mismatch must be one of {MISMATCHES}, got {mismatch!r}")
     if not 1 <= views <= len(VIEW_TILTS):
         raise ValueError(f"views must be 1..{len(VIEW_TILTS)}, got {views}")
     if view_mode not in VIEW_MODES:
@@ -336,30 +382,38 @@ def generate_standin_nyu(out_dir, n_train: int, n_test: int, seed: int = 0, mano
     camera, image_size = NYU_CAMERA.as_tuple(), (NYU_CAMERA.height, NYU_CAMERA.width)
     for k, (split, n) in enumerate((("train", n_train), ("test", n_test))):
         _write_split(out / split, layer, model.hands_coeffs, n, views, seed * 2 + k, config, batch_size,
-                     camera, image_size, view_mode)
-    info = _info(n_train, n_test, seed, mano_path, views, view_mode, config)
+                     camera, image_size, view_mode, mismatch, mismatch_amount)
+    info = _info(n_train, n_test, seed, mano_path, views, view_mode, config, mismatch, mismatch_amount)
     (out / INFO_FILE).write_text(json.dumps(info, indent=1))
     return out
 
 
-def _info(n_train, n_test, seed, mano_path, views, view_mode, config) -> dict:
-    return {"n_train": n_train, "n_test": n_test, "seed": seed, "mano_path": mano_path or "standin",
+def _info(n_train, n_test, seed, mano_path, views, view_mode, config, mismatch="none",
+          mismatch_amount=None) -> dict:
+    info = {"n_train": n_train, "n_test": n_test, "seed": seed, "mano_path": mano_path or "standin",
             "views": views, "view_mode": view_mode, "config": json.loads(json.dumps(asdict(config)))}
+    if mismatch != "none":  # recorded only when used: trees made before the option stay valid caches
+        info["mismatch"] = {"kind": mismatch, "amount": mismatch_amount}
+    return info
 
 
 def ensure_standin_nyu(out_dir, n_train: int, n_test: int, seed: int = 0, mano_path: str | None = None,
                        views: int = 3, view_mode: str = "render",
-                       config: StandinConfig = StandinConfig()) -> Path:
-    """Generate the tree unless ``out_dir`` holds one made with these exact settings (demo's first use)."""
+                       config: StandinConfig = StandinConfig(), mismatch: str = "none",
+                       mismatch_amount: float | None = None) -> Path:
+    """Generate the tree unless ``out_dir`` holds one made with these exact settings (demo's first use).
+    Trees written before the released-format fits existed are regenerated once."""
     info = Path(out_dir) / INFO_FILE
-    want = _info(n_train, n_test, seed, mano_path, views, view_mode, config)
-    if info.is_file():
+    want = _info(n_train, n_test, seed, mano_path, views, view_mode, config, mismatch, mismatch_amount)
+    fits_there = (Path(out_dir) / FITS_DIR / "nyu-test-0-trans.txt").is_file()
+    if info.is_file() and fits_there:
         try:
             if json.loads(info.read_text()) == want:
                 return Path(out_dir)
         except json.JSONDecodeError:
             pass
-    return generate_standin_nyu(out_dir, n_train, n_test, seed, mano_path, views, view_mode, config=config)
+    return generate_standin_nyu(out_dir, n_train, n_test, seed, mano_path, views, view_mode, config=config,
+                                mismatch=mismatch, mismatch_amount=mismatch_amount)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -373,10 +427,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--views", type=int, default=3, help="Kinect views to write (1..3)")
     ap.add_argument("--view-mode", default="render", choices=VIEW_MODES,
                     help="views 2/3 rendered from other camera poses, or hard links of view 1")
+    ap.add_argument("--mismatch", default="none", choices=MISMATCHES,
+                    help="render the hands with a surface MANO cannot represent (labels stay MANO's)")
+    ap.add_argument("--mismatch-amount", type=float, default=None,
+                    help="thick: offset at the fingertips in mm (default 3); smooth: step in (0, 1] "
+                         "(default 0.5)")
     args = ap.parse_args(argv)
     t0 = time.time()
     out = generate_standin_nyu(args.out, args.train, args.test, args.seed, args.mano, args.views,
-                               args.view_mode)
+                               args.view_mode, mismatch=args.mismatch, mismatch_amount=args.mismatch_amount)
     print(f"wrote {out} ({args.train} train + {args.test} test frames x {args.views} views) "
           f"in {time.time() - t0:.1f} s")
 
