@@ -17,15 +17,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from dataloader.crop import CROP_SAMPLINGS
+from dataloader.nyu import CENTER_TYPES
+from dataloader.synthetic import BUILTIN_ROTATIONS, VIEW_AUGS
+from render.rasterizer import RENDERERS
 from util.camera import CAMERAS, CENTER_DEPTH_RANGES, CUBE_SIZES, SYNTH_DEPTH_RANGES
 
 PHASES = ("train", "test")
 TRAIN_STAGES = ("pretrain", "finetune")
 DATASETS = ("nyu", "icvl", "msra")
-RENDERERS = ("torch", "pytorch3d")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("step", "none")
-VIEW_AUGS = ("octant", "so3", "none")
 TRANSFERS = ("consis", "none")
 
 
@@ -45,7 +47,9 @@ class Config:
     # --- paths (relative to the working directory) -------------------------------------------------------
     data_root: str = "data/nyu"  # NYU tree: <data_root>/{train,test}/...
     mano_path: str = "MANO/MANO_RIGHT.pkl"  # the licensed MANO model (or a chumpy-free .npz of it)
-    hands_para_dir: str = ""  # dir with hands-{glb,pose,shape,scale,trans}.txt; "" = built-in pose source
+    hands_para_dir: str = ""  # dir with the official hands-{glb,pose,shape,scale,trans}.txt; "" = look for them
+    #                           in <data_root>/../hands20/posePara_lm_collosion (then <data_root>/...), else use
+    #                           the built-in substitute pose source (README "Synthetic pose source")
     transfer: str = "consis"  # consis = frozen Consis-CycleGAN G_A on synthetic input; none = identity
     transfer_net_path: str = ""  # folder holding latest_net_G_A.pth (required when transfer=consis in finetune)
     finetune_dir: str = ""  # pre-training checkpoint to start fine-tuning from
@@ -64,8 +68,9 @@ class Config:
     cube_size: float = 0.0  # crop cube edge in mm; 0 = dataset default (NYU 250)
     test_cube_split: int = 2440  # NYU test frames >= this use cube * test_cube_scale ...
     test_cube_scale: float = 5.0 / 6.0  # ... only when the test set has the standard 8252 frames
-    crop_sampling: str = "warp"  # warp: crop pixel = frame pixel nearest M^-1(j,i), aligned with rendered crops;
-    #                              resize: the official cv2.resize nearest (about half a frame pixel off)
+    crop_sampling: str = "resize"  # resize: the official cv2.resize nearest crop (bit-exact with the official
+    #                                loader); warp: crop pixel = frame pixel nearest M^-1(j,i), aligned with the
+    #                                rendered crops (docs/DEVIATIONS.md "Data and crops")
     center_type: str = "refine"  # refine (refined centre files) | joint_mean (uses labels: not self-supervised)
     augment: bool = True  # training augmentation of real crops: one of rot / com / sc / none
     aug_rotation: float = 180.0  # max in-plane rotation in degrees
@@ -80,12 +85,16 @@ class Config:
     synth_shape_noise: float = 3.0  # std of the beta noise added to file shapes
     synth_center_jitter: float = 20.0  # crop centre jitter, mm per axis
     synth_cube_jitter: float = 0.2  # cube scale factor U(1 - j, 1 + j)
-    synth_view_aug: str = "octant"  # fine-tuning view rotation: octant (official U(0, 2pi)^3) | so3 | none
+    pretrain_view_aug: str = "none"  # view rotation of synthetic hands in pre-training (official: none)
+    finetune_view_aug: str = "octant"  # ... in fine-tuning: octant (official U(0, 2pi)^3) | so3 | none
     occlusion: bool = True  # occlusion augmentation of synthetic crops (mask spheres at joints)
     occlusion_joints: tuple = (3, 9)  # min, max number of masked joints per batch
     occlusion_offset: float = 0.15  # centre offset, norm-uvd units
     occlusion_radius: float = 0.3  # max sphere radius, norm-uvd units
     synth_pose_noise: float = 0.2  # built-in pose source: std of noise on PCA coefficients (in component units)
+    synth_builtin_poses: int = 20000  # built-in pose source: number of parameter vectors
+    synth_builtin_rotation: str = "so3"  # built-in source's global rotation: so3 (uniform) | cone (camera-facing)
+    synth_builtin_cone_deg: float = 90.0  # cone: max angle between palm normal and the direction to the camera
 
     # --- network -----------------------------------------------------------------------------------------
     width: float = 1.0  # channel-width multiplier (1.0 = official network, exact parameter names / counts)
@@ -109,8 +118,13 @@ class Config:
     m2p_depth_threshold: float = 0.04  # M2P: mean |depth difference| of a sample must be below this
     m2p_fit_threshold: float = 1e-3  # M2P: d2m and per-part ICP values must be below this
     coll_row_threshold: float = 0.1  # collision: a sphere's penetration row sum >= this is dropped
-    crop_hand_offsets: tuple = (25.0, 20.0, 20.0)  # hand-box margins (xy, z near, z far) in mm
+    # hand box of the real-crop background removal, around the teacher's MANO joints (official "25/20/20")
+    crop_hand_xy_margin: float = 25.0  # x and y: (min - 25, max + 25) mm
+    crop_hand_z_near: float = 40.0  # z near side: min - 40 mm (20 mm margin + 20 mm hand thickness)
+    crop_hand_z_far: float = 20.0  # z far side: max + 20 mm
     num_points: int = 2048  # points sampled from the real crop for ICP
+    inter_branch: bool = True  # false (ablation): P2M, M2P and the stage-1 MANO-joint <- teacher-PWE term weigh 0
+    m2p_foreground_1stage: float = 0.95  # stage_num=1 ablation: foreground threshold of its M2P depth test
 
     # --- optimisation ------------------------------------------------------------------------------------
     opt: str = "adamw"
@@ -130,6 +144,9 @@ class Config:
     log_every: int = 10  # iterations between TensorBoard scalar writes
     img_log_every: int = 200  # iterations between TensorBoard image writes
     test_views: tuple = (1,)  # Kinect views evaluated after training / in phase=test
+    epoch_test: bool = True  # test view test_views[0] after every epoch (monitoring; best.pth is a diagnostic)
+    save_mesh: bool = False  # test: also write stage-2 meshes (779 x 3 mm per frame) and 62-d MANO parameters
+    save_obj: bool = False  # test: also write one OBJ mesh per frame into <run>/obj/
 
     def __post_init__(self) -> None:
         self.validate()
@@ -244,8 +261,9 @@ class Range:
 #: enumerations: key -> allowed values
 CHOICES: dict[str, tuple] = {
     "phase": PHASES, "train_stage": TRAIN_STAGES, "dataset": DATASETS, "renderer": RENDERERS,
-    "opt": OPTIMIZERS, "scheduler": SCHEDULERS, "synth_view_aug": VIEW_AUGS, "transfer": TRANSFERS,
-    "center_type": ("refine", "joint_mean"), "crop_sampling": ("warp", "resize"),
+    "opt": OPTIMIZERS, "scheduler": SCHEDULERS, "pretrain_view_aug": VIEW_AUGS, "finetune_view_aug": VIEW_AUGS,
+    "transfer": TRANSFERS, "center_type": CENTER_TYPES, "crop_sampling": CROP_SAMPLINGS,
+    "synth_builtin_rotation": BUILTIN_ROTATIONS,
     "stage_num": (1, 2), "view": (1, 2, 3), "joint_num": (21,),
 }
 
@@ -274,6 +292,8 @@ RANGES: dict[str, Range] = {
     "occlusion_offset": _NONNEGATIVE,
     "occlusion_radius": _NONNEGATIVE,
     "synth_pose_noise": _NONNEGATIVE,
+    "synth_builtin_poses": Range(1, 10**8),
+    "synth_builtin_cone_deg": Range(0.0, 180.0, why="degrees"),
     "width": Range(0.0, 16.0, lo_open=True),
     "feature_size": Range(16, 512),
     "offset_kernel": _POSITIVE,
@@ -282,7 +302,7 @@ RANGES: dict[str, Range] = {
     **{k: _NONNEGATIVE for k in ("deconv_weight", "coord_weight", "model_weight", "m2d_scale", "partICP_weight",
                                  "M2P_weight", "coll_weight", "shape_prior_weight", "neg_scale_weight",
                                  "m2p_depth_threshold", "m2p_fit_threshold", "coll_row_threshold",
-                                 "crop_hand_offsets")},
+                                 "crop_hand_xy_margin", "crop_hand_z_near", "crop_hand_z_far")},
     "num_points": Range(1, 1_000_000),
     "lr": Range(0.0, 10.0, lo_open=True),
     "weight_decay": Range(0.0, 10.0),

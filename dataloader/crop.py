@@ -1,4 +1,4 @@
-"""DeepPrior++ crop of a full depth frame and its normalisation (dsf-method.md §2.3-2.4, formats.md §3.7).
+"""DeepPrior++ crop of a full depth frame and its normalisation (docs/method.md §3).
 
 Numpy, one frame at a time (the loader's worker-side work). The crop matrix comes from the shared
 :func:`util.geometry.crop_matrix`, so real crops and rendered crops use the very same ``M`` for a given
@@ -13,10 +13,11 @@ import numpy as np
 
 from util.geometry import crop_bounds, crop_matrix, crop_resize_shape, normalize_depth, xyz_to_uvd
 
-#: how crop pixels sample the frame: ``warp`` = the frame pixel nearest to ``M^-1 (j, i)``, the point whose ray
-#: the renderer samples (rendered and real crops line up, mean offset 0); ``resize`` = the official
-#: ``cv2.resize(INTER_NEAREST)`` of DeepPrior++/DSF (``floor`` mapping: about half a frame pixel up-left).
-CROP_SAMPLINGS = ("warp", "resize")
+#: how crop pixels sample the frame (config ``crop_sampling``): ``resize`` = the official
+#: ``cv2.resize(INTER_NEAREST)`` of DeepPrior++/DSF (default; ``floor`` mapping: about half a frame pixel up-left
+#: of the rendered crops); ``warp`` = the frame pixel nearest to ``M^-1 (j, i)``, the point whose ray the
+#: renderer samples (rendered and real crops line up, mean offset 0; docs/DEVIATIONS.md "Data and crops").
+CROP_SAMPLINGS = ("resize", "warp")
 
 
 def _resample_nearest(patch: np.ndarray, rw: int, rh: int, s: float) -> np.ndarray:
@@ -46,7 +47,7 @@ def _cut_padded(depth: np.ndarray, x0: int, x1: int, y0: int, y1: int) -> np.nda
 
 
 def crop_depth_mm(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Sequence[float], camera,
-                  size: int = 128, sampling: str = "warp") -> tuple[np.ndarray, np.ndarray]:
+                  size: int = 128, sampling: str = "resize") -> tuple[np.ndarray, np.ndarray]:
     """Cut the cube around a centre from a full frame and resize it into a ``size x size`` crop (depth in mm).
 
     Args:
@@ -55,7 +56,7 @@ def crop_depth_mm(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Seque
         cube: (3,) cube edges S in mm.
         camera: (fx, fy, cx, cy).
         size: crop size in pixels.
-        sampling: ``warp`` (default; aligned with rendered crops) or ``resize`` (the official cv2.resize).
+        sampling: ``resize`` (default; the official cv2.resize) or ``warp`` (aligned with rendered crops).
     Returns:
         crop (size, size) float32 mm (0 = background; values clipped up to the near plane), M (3, 3) float64
         mapping full-image pixels (u, v, 1) to crop pixels.
@@ -78,7 +79,7 @@ def crop_depth_mm(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Seque
 
 
 def normalize_crop(crop_mm: np.ndarray, premax: float, center_z: float, cube_z: float) -> np.ndarray:
-    """Crop in mm -> [-1, 1] with the loader's ``premax`` quirk (dsf-method.md §2.4, §10 item 26).
+    """Crop in mm -> [-1, 1] with the loader's ``premax`` quirk (docs/method.md §3; kept as in the official code).
 
     Pixels equal to ``premax`` (the maximum of the crop *before* augmentation) and zeros become the far plane,
     everything is clamped to ``[C_z - S_z/2, C_z + S_z/2]`` and mapped to ``(d - C_z) / (S_z/2)``
@@ -90,7 +91,7 @@ def normalize_crop(crop_mm: np.ndarray, premax: float, center_z: float, cube_z: 
 
 
 def crop_depth(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Sequence[float], camera,
-               size: int = 128, sampling: str = "warp") -> tuple[np.ndarray, np.ndarray]:
+               size: int = 128, sampling: str = "resize") -> tuple[np.ndarray, np.ndarray]:
     """Crop and normalise one frame (test-time path of the NYU loader).
 
     Args/shapes as :func:`crop_depth_mm`. Returns (crop_norm (size, size) float32 in [-1, 1], M (3, 3)

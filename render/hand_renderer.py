@@ -4,8 +4,9 @@ The network predicts the 62-d MANO vector in the normalised space of the current
 §3.4). This module places the mesh in mm with the crop centre and cube, rasterises it **directly into the
 128x128 crop** (crop intrinsics ``K' = M K``; the official code renders 640x480 and resamples — the same image at a
 fraction of the cost) and normalises the depth exactly like a real crop. Crop pixel (i, j) samples the ray through
-the frame point ``M^-1 (j, i)``; the NYU loader's default ``crop_sampling='warp'`` takes the frame pixel nearest to
-that point, so rendered and real crops line up without offset (tests/render/test_crop_alignment.py). Used by stage 2 of the network (the
+the frame point ``M^-1 (j, i)``; the NYU loader's ``crop_sampling='warp'`` takes the frame pixel nearest to that
+point, so rendered and real crops line up without offset (tests/render/test_crop_alignment.py); the default
+``resize`` is the official crop, about half a frame pixel off (docs/DEVIATIONS.md "Data and crops"). Used by stage 2 of the network (the
 "remap"), by the fine-tuning losses and by the demo.
 """
 from __future__ import annotations
