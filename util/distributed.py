@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data.distributed import DistributedSampler
 
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -217,6 +218,66 @@ def gather_rows(t: torch.Tensor, n_total: int, info: DistInfo) -> torch.Tensor:
     return (out.bool() if is_bool else out).to(t.device)
 
 
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (also for a single process) that can start in the middle of an epoch.
+
+    The order of epoch ``e`` is a pure function of (seed, e) -- a permutation shared by all ranks, rank ``r``
+    taking every ``world_size``-th index from position ``r`` (padded by repetition so all ranks step together,
+    as DistributedSampler does). :meth:`set_epoch` starts an epoch from its beginning; :meth:`skip` then drops the
+    first ``n`` indices of this rank (the samples a resumed run already trained on).
+    """
+
+    def __init__(self, dataset, info: DistInfo, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        super().__init__(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed,
+                         drop_last=drop_last)
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.start = 0
+
+    def skip(self, n: int) -> None:
+        """Leave out this rank's first ``n`` indices of the current epoch."""
+        if not 0 <= n <= self.num_samples:
+            raise ValueError(f"cannot skip {n} of this rank's {self.num_samples} samples")
+        self.start = int(n)
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def tensor_fingerprints(module: nn.Module) -> torch.Tensor:
+    """(N,) int64: an exact, position-sensitive checksum of the bits of every parameter and buffer."""
+    sums = []
+    for t in list(module.parameters()) + list(module.buffers()):
+        flat = t.detach().reshape(-1)
+        bits = flat.view(_INT_OF_SIZE[flat.element_size()])  # the raw bits, whatever the dtype
+        weights = torch.arange(1, bits.numel() + 1, device=bits.device, dtype=torch.int64) % 65521 + 1
+        sums.append((bits.to(torch.int64) * weights).sum())  # int64 wrap-around is deterministic
+    return torch.stack(sums) if sums else torch.zeros(0, dtype=torch.int64)
+
+
+def check_replicas_in_sync(model: nn.Module, info: DistInfo) -> None:
+    """Raise RuntimeError unless every rank holds bit-identical parameters and buffers (no-op for one process).
+
+    DDP keeps replicas identical by construction; this catches a rank that skipped or repeated an optimiser step.
+    """
+    if not info.distributed:
+        return
+    local = tensor_fingerprints(unwrap_model(model)).to(info.device)
+    gathered = [torch.empty_like(local) for _ in range(info.world_size)]
+    dist.all_gather(gathered, local)
+    differing = [r for r, other in enumerate(gathered) if not torch.equal(other, gathered[0])]
+    if differing:
+        raise RuntimeError(f"model replicas diverged: rank(s) {differing} differ from rank 0")
+
+
 def wrap_ddp(model: nn.Module, info: DistInfo, **ddp_kwargs) -> nn.Module:
     """``DistributedDataParallel(model)`` when distributed, else ``model`` unchanged.
 
@@ -251,4 +312,5 @@ def rank_seed(seed: int, info: DistInfo) -> int:
 
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "reduce_mean", "any_rank",
-           "shard_range", "gather_rows", "wrap_ddp", "unwrap_model", "rank_seed"]
+           "shard_range", "gather_rows", "wrap_ddp", "unwrap_model", "rank_seed", "ResumableSampler",
+           "tensor_fingerprints", "check_replicas_in_sync"]

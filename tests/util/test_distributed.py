@@ -77,8 +77,8 @@ def test_rank_seed_keeps_rank0_and_separates_ranks():
 WORKER = textwrap.dedent("""
     import json, os, sys
     import torch
-    from util.distributed import (any_rank, barrier, cleanup_distributed, gather_rows, init_distributed,
-                                  reduce_mean, shard_range, unwrap_model, wrap_ddp)
+    from util.distributed import (any_rank, barrier, check_replicas_in_sync, cleanup_distributed, gather_rows,
+                                  init_distributed, reduce_mean, shard_range, unwrap_model, wrap_ddp)
 
     info = init_distributed("cpu")
     out = {"rank": info.rank, "world": info.world_size, "distributed": info.distributed,
@@ -101,6 +101,15 @@ WORKER = textwrap.dedent("""
     ddp(x[4 * info.rank: 4 * info.rank + 4]).pow(2).mean().backward()
     opt.step()
     out["weights"] = [p.detach().tolist() for p in unwrap_model(ddp).parameters()]
+    check_replicas_in_sync(ddp, info)  # identical after a DDP step: no error
+    if info.rank == 1:
+        with torch.no_grad():
+            net.bias[0] += 1e-6
+    try:
+        check_replicas_in_sync(ddp, info)
+        out["diverged"] = None
+    except RuntimeError as err:
+        out["diverged"] = str(err)
     barrier(info)
     cleanup_distributed()
     json.dump(out, open(os.path.join(sys.argv[1], f"rank{info.rank}.json"), "w"))
@@ -125,6 +134,7 @@ def test_two_gloo_processes_reduce_gather_and_ddp(tmp_path):
     assert r0["gathered"] == r1["gathered"] == expected
     assert r0["gathered_bool"] == r1["gathered_bool"] == [i > 3 for i in range(7)]
     assert r0["any"] == r1["any"] == [True, False]
+    assert r0["diverged"] == r1["diverged"] == "model replicas diverged: rank(s) [1] differ from rank 0"
     # reference: one single-process SGD step on the whole batch of 8 (DDP averages the two half-batch gradients)
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 2)
@@ -135,3 +145,44 @@ def test_two_gloo_processes_reduce_gather_and_ddp(tmp_path):
     assert r0["weights"] == r1["weights"]  # replicas identical
     for got, want in zip(r0["weights"], reference):
         torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-6, atol=1e-7)
+
+
+def test_resumable_sampler_matches_distributed_sampler_and_skips():
+    from torch.utils.data.distributed import DistributedSampler
+
+    from util.distributed import ResumableSampler
+
+    data = list(range(11))
+    for world in (1, 2, 3):
+        for rank in range(world):
+            info = DistInfo(rank=rank, world_size=world)
+            ours, ref = ResumableSampler(data, info, seed=5), DistributedSampler(
+                data, num_replicas=world, rank=rank, seed=5)
+            for epoch in (0, 3):
+                ours.set_epoch(epoch)
+                ref.set_epoch(epoch)
+                full = list(ref)
+                assert list(ours) == full and len(ours) == len(full)
+                ours.skip(2)
+                assert list(ours) == full[2:] and len(ours) == len(full) - 2
+    # the rank blocks of one epoch cover the data set (padding repeats at most world - 1 items)
+    order = [list(ResumableSampler(data, DistInfo(rank=r, world_size=3), seed=1)) for r in range(3)]
+    assert sorted(set(i for o in order for i in o)) == data
+    with pytest.raises(ValueError, match="cannot skip 5"):
+        ResumableSampler(data, DistInfo(rank=0, world_size=3)).skip(5)
+
+
+def test_tensor_fingerprints_see_single_bit_changes():
+    from util.distributed import tensor_fingerprints
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    before = tensor_fingerprints(net)
+    assert before.shape == (7,) and torch.equal(before, tensor_fingerprints(net))
+    with torch.no_grad():
+        w = net[0].weight.view(-1)
+        w[5] = torch.nextafter(w[5], torch.tensor(2.0))  # one ulp
+    after = tensor_fingerprints(net)
+    assert not torch.equal(before[0], after[0]) and torch.equal(before[1:], after[1:])
+    with torch.no_grad():  # swapping two entries changes the checksum (position sensitive)
+        w[[0, 1]] = w[[1, 0]]
+    assert not torch.equal(after[0], tensor_fingerprints(net)[0])
