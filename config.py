@@ -24,7 +24,7 @@ from render.rasterizer import RENDERERS
 from util.camera import CAMERAS, CENTER_DEPTH_RANGES, CUBE_SIZES, SYNTH_DEPTH_RANGES
 
 PHASES = ("train", "test")
-TRAIN_STAGES = ("pretrain", "finetune")
+TRAIN_STAGES = ("pretrain", "finetune", "transfer")
 DATASETS = ("nyu", "icvl", "msra")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("step", "none")
@@ -137,6 +137,24 @@ class Config:
     max_epoch: int = 15
     batch_size: int = 32
     iters_per_epoch: int = 0  # 0 = one pass over the data; > 0 caps an epoch (demo / smoke runs)
+
+    # --- Consis-CycleGAN training (train_stage=transfer; model/transfer_train.py, DEVIATIONS "Consis-CycleGAN") --
+    transfer_epochs: int = 20  # epochs at the initial learning rate (CycleGAN n_epochs; run names say 40 in all)
+    transfer_decay_epochs: int = 20  # then linear decay towards 0 (CycleGAN n_epochs_decay)
+    transfer_lr: float = 2e-4  # Adam, both generators and both discriminators
+    transfer_beta1: float = 0.5
+    transfer_batch_size: int = 1  # CycleGAN default (instance norm); synthetic and real batches alike
+    transfer_lambda_cycle: float = 10.0  # cycle L1 weight (lambda_A = lambda_B)
+    transfer_lambda_identity: float = 0.5  # identity L1 weight as a fraction of transfer_lambda_cycle
+    transfer_consistency: float = 10.0  # foreground consistency of G_A on synthetic input (0 = plain CycleGAN)
+    transfer_consistency_b: float = 0.0  # the symmetric term for G_B on real input
+    transfer_pool_size: int = 50  # image history shown to the discriminators
+    transfer_ngf: int = 64  # generator width (64 = DSF's G_A; other widths cannot be loaded by pre-training)
+    transfer_n_blocks: int = 9  # generator residual blocks (9 = resnet_9blocks)
+    transfer_ndf: int = 64  # PatchGAN width
+    transfer_d_layers: int = 3  # PatchGAN layers (3 = CycleGAN 'basic')
+    transfer_real_augment: bool = False  # rot / com / sc augmentation of the real crops (off: crops as they are)
+    # (scalar / image logging intervals: log_every / img_log_every; epoch cap: iters_per_epoch; resume: resume)
 
     # --- runtime -----------------------------------------------------------------------------------------
     device: str = ""  # "" = cuda if available else cpu
@@ -315,6 +333,19 @@ RANGES: dict[str, Range] = {
     "log_every": Range(1, 10**9),
     "img_log_every": Range(1, 10**9),
     "test_views": Range(1, 3, why="Kinect views"),
+    # Consis-CycleGAN training (train_stage=transfer)
+    "transfer_epochs": Range(0, 1_000_000),
+    "transfer_decay_epochs": Range(0, 1_000_000),
+    "transfer_lr": Range(0.0, 10.0, lo_open=True),
+    "transfer_beta1": Range(0.0, 1.0, hi_open=True, why="Adam beta1"),
+    "transfer_batch_size": Range(1, 65_536),
+    **{k: _NONNEGATIVE for k in ("transfer_lambda_cycle", "transfer_lambda_identity", "transfer_consistency",
+                                 "transfer_consistency_b")},
+    "transfer_pool_size": Range(0, 100_000),
+    "transfer_ngf": Range(1, 4096),
+    "transfer_n_blocks": Range(0, 64),
+    "transfer_ndf": Range(1, 4096),
+    "transfer_d_layers": Range(1, 5, why="PatchGAN layers; a 128 px crop has no patch map beyond 5"),
 }
 
 #: cross-key / string rules, run in order after CHOICES and RANGES
@@ -406,6 +437,13 @@ def _check_device(cfg: "Config") -> None:
     index = int(dev.split(":")[1]) if ":" in dev else 0
     if index >= torch.cuda.device_count():
         raise ConfigError(f"device={dev!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+
+
+@config_check
+def _check_transfer_epochs(cfg: "Config") -> None:  # Consis-CycleGAN training
+    if cfg.transfer_epochs + cfg.transfer_decay_epochs < 1:
+        raise ConfigError("transfer_epochs + transfer_decay_epochs must be >= 1, got "
+                          f"{cfg.transfer_epochs} + {cfg.transfer_decay_epochs}")
 
 
 # ------------------------------------------------------------------------------------------------------

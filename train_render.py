@@ -1,21 +1,58 @@
 """DSF entry point: ``python train_render.py key=value ...`` (every key is a field of ``config.Config``).
 
-The trainer (synthetic pre-training, dual-branch self-supervised fine-tuning, test) switches on
-``phase`` / ``train_stage``. Status: the building blocks (MANO model, renderer, data, network, evaluation) are in
-place; the training loops are the next milestone. Until they land, ``demo=true`` runs the whole data -> network
--> evaluation pipeline once on the generated stand-in assets and writes its outputs into the run folder.
+Modes (docs/method.md, "Modes"):
+
+- ``phase=train train_stage=pretrain``: synthetic batches only (rendered on the fly, occlusion masks, no view
+  augmentation), through the frozen transfer generator unless ``transfer=none``; synthetic losses on every stage.
+- ``phase=train train_stage=finetune``: starts from ``finetune_dir`` (the pre-training checkpoint; required); per
+  iteration one synthetic batch (view augmentation on) and one real, unlabeled batch; the stage-2 teacher,
+  inter-branch and model-fitting losses (``stage_num=1``: the single-stage ablation). Real labels only feed the
+  logged errors, never a loss.
+- ``phase=test``: exactly one checkpoint (``load_model``: ours or the released DSF weights, strict key layout), the
+  views of ``test_views``, both stages and both branches scored; result files in the run folder.
+- ``train_stage=transfer`` is the Consis-CycleGAN training (``model.transfer_train``), ``phase=annotate`` the
+  annotation writer (``util.annotate``).
+- ``demo=true``: the whole method on generated stand-in assets (pre-train, fine-tune, test, error table, plots) in
+  minutes on a CPU, through this same code path with the overrides of :data:`DEMO_PROFILE`.
+
+One iteration top to bottom: :func:`pretrain_step` / :func:`finetune_step` return dicts of named, unweighted loss
+terms (``<domain>/<term>/s<stage>``); :func:`weighted_total` applies the config weights of :func:`loss_weights`;
+:func:`train` owns the optimiser, schedule, logging and checkpoints; :func:`test` and :func:`evaluate_view` score.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
 import sys
-from typing import Sequence
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor, nn
 
 from config import Config, ConfigError, load_config
 
+#: the demo profile: overrides applied by ``demo=true`` unless given on the command line. The network runs at a
+#: quarter of its width and batch 8 so that the whole method fits in minutes on a 2-core CPU (printed by the demo).
+DEMO_PROFILE: dict[str, Any] = {
+    "width": 0.25, "batch_size": 8, "transfer": "none", "num_workers": 0, "max_epoch": 2, "step_size": 10,
+    "iters_per_epoch": 40, "demo_train_frames": 256, "demo_test_frames": 64, "img_log_every": 40, "log_every": 5,
+    "test_views": (1,),
+}
+#: iterations of each demo phase (pre-training gets more: it starts from scratch)
+DEMO_PRETRAIN_ITERS = 150
+DEMO_FINETUNE_ITERS = 60
 
+
+# ------------------------------------------------------------------------------------------------------
+# small helpers
+# ------------------------------------------------------------------------------------------------------
 def resolve_device(cfg: Config) -> torch.device:
     """``cfg.device`` or CUDA when available, else CPU."""
     if cfg.device:
@@ -32,40 +69,773 @@ def run_dir(cfg: Config) -> str:
 def seed_everything(seed: int) -> None:
     import random
 
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        cfg = load_config(sys.argv[1:] if argv is None else argv)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    seed_everything(cfg.seed)
-    out = run_dir(cfg)
-    os.makedirs(out, exist_ok=True)
-    cfg.save_json(os.path.join(out, "config.json"))
-    print(cfg.summary())
-    device = resolve_device(cfg)
-    print(f"run folder: {out} (resolved config in config.json); device: {device}")
-    if cfg.demo:
-        try:
-            run_demo(cfg, out, device)
-        except (ImportError, FileNotFoundError) as err:  # e.g. renderer=pytorch3d not installed: one message
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0
-    print("error: the training / test loops are not implemented yet in this version; run with demo=true to "
-          "exercise the data -> network -> evaluation pipeline on stand-in assets.", file=sys.stderr)
-    return 2
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    return net.module if hasattr(net, "module") else net
 
 
 # ------------------------------------------------------------------------------------------------------
-# demo: the whole data -> network -> rendering -> evaluation pipeline once, on generated stand-in assets
+# loss weights: one table from the config (docs/method.md, losses; hidden official constants exposed)
+# ------------------------------------------------------------------------------------------------------
+def loss_weights(cfg: Config) -> dict[str, float]:
+    """Weight of each term name (the middle part of ``<domain>/<term>/s<stage>``).
+
+    ``inter_branch=false`` (ablation) zeroes the inter-branch terms P2M, M2P and the stage-1 MANO-joint
+    distillation from the teacher's pixel joints.
+    """
+    ib = 1.0 if getattr(cfg, "inter_branch", True) else 0.0
+    return {
+        "pix": cfg.deconv_weight, "coord": cfg.coord_weight, "joint": cfg.coord_weight, "vert": cfg.coord_weight,
+        "shape": cfg.shape_prior_weight, "negscale": cfg.neg_scale_weight, "coll": cfg.coll_weight,
+        "distil_map": cfg.deconv_weight, "distil_pwe": cfg.coord_weight, "distil_joint": cfg.coord_weight * ib,
+        "distil_mesh": cfg.coord_weight, "p2m": cfg.coord_weight * ib,
+        "m2d": cfg.m2d_scale * cfg.model_weight, "d2m": cfg.model_weight, "pd2m": cfg.partICP_weight,
+        "m2p": cfg.coord_weight * cfg.M2P_weight * ib,
+    }
+
+
+def weighted_total(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """Sum of ``weights[term] * value`` over ``terms`` named ``<domain>/<term>/s<k>``."""
+    total = None
+    for name, value in terms.items():
+        w = weights[name.split("/")[1]]
+        if w == 0.0:
+            continue
+        total = value * w if total is None else total + value * w
+    if total is None:
+        raise ValueError("every loss term has weight 0")
+    return total
+
+
+# ------------------------------------------------------------------------------------------------------
+# models bundle
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class Models:
+    """Everything one step needs: the (possibly DDP-wrapped) pose network, its prediction renderer (MANO layer +
+    rasterizer), and the frozen transfer generator (None = identity)."""
+
+    net: nn.Module
+    renderer: Any
+    transfer: nn.Module | None = None
+
+    @property
+    def layer(self):
+        return self.renderer.mano_layer
+
+    def forward(self, depth: Tensor, batch: dict):
+        return self.net(depth, batch["center_xyz"], batch["cube"], renderer=self.renderer)
+
+
+def translate(models: Models, depth: Tensor) -> Tensor:
+    """Synthetic crop -> network input: G_A(depth) (frozen, no gradient) or the crop itself (``transfer=none``)."""
+    if models.transfer is None:
+        return depth
+    with torch.no_grad():
+        return models.transfer(depth)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the shared synthetic loss (pre-training and the synthetic half of fine-tuning, both stages)
+# ------------------------------------------------------------------------------------------------------
+def _stage_mano(out, k: int, layer) -> tuple[Tensor, Tensor]:
+    """MANO joints (B, 21, 3) and vertices (B, 779, 3) in norm-xyz of stage k (0-based) of ``out``; stage 1 reuses
+    the stage-2 remap's evaluation when there is one."""
+    from render.mano_layer import DSF_GLOBAL_SCALE
+
+    if k == 0 and out.render is not None:
+        return out.render.joints_xyz, out.render.verts_xyz
+    m = layer.forward_dsf(out.stages[k].mano, global_scale=DSF_GLOBAL_SCALE)
+    return m.joints, m.vertices
+
+
+def synthetic_losses(out, batch: dict, layer, cfg: Config, *, pretrain: bool) -> dict[str, Tensor]:
+    """Supervised terms of every stage of ``out`` on a labelled batch (docs/method.md, synthetic losses).
+
+    Args:
+        out: ``PoseNetOutput`` of the batch's (translated) crops.
+        batch: ``depth`` (B, 1, 128, 128) the clean occlusion-masked crop (targets are encoded and predictions
+            decoded against it, not against the translated input); ``mano_joints_uvd_norm`` /
+            ``mano_joints_xyz_norm`` (B, 21, 3); ``mano_verts_xyz_norm`` (B, 779, 3).
+        layer: the MANO layer.
+        pretrain: True adds the shape prior and the negative-scale penalty (pre-training); False adds the
+            collision term (fine-tuning's synthetic half).
+    Returns:
+        ``syn/{pix,coord,joint,vert,shape,negscale|coll}/s{k}`` unweighted scalars.
+    """
+    import model.losses as L
+    from model.offsets import decode_offsets
+
+    d, K = cfg.huber_delta, cfg.offset_kernel
+    depth = batch["depth"]
+    gt_uvd, gt_xyz, gt_verts = batch["mano_joints_uvd_norm"], batch["mano_joints_xyz_norm"], batch["mano_verts_xyz_norm"]
+    terms: dict[str, Tensor] = {}
+    for k, stage in enumerate(out.stages):
+        s = f"s{k + 1}"
+        joints, verts = _stage_mano(out, k, layer)
+        terms[f"syn/pix/{s}"] = L.pixel_map_loss(stage.maps, gt_uvd, depth, K, d)
+        terms[f"syn/coord/{s}"] = L.pwe_joint_loss(decode_offsets(stage.maps, depth, K, cfg.decode_temperature),
+                                                   gt_uvd, d)
+        terms[f"syn/joint/{s}"] = L.mano_joint_loss(joints, gt_xyz, d)
+        terms[f"syn/vert/{s}"] = L.mano_vertex_loss(verts, gt_verts, d)
+        if pretrain:
+            terms[f"syn/shape/{s}"] = L.shape_prior_loss(stage.mano)
+            terms[f"syn/negscale/{s}"] = L.negative_scale_loss(stage.mano)
+        else:
+            terms[f"syn/coll/{s}"] = _collision(layer, joints, verts, cfg)
+    return terms
+
+
+def _collision(layer, joints: Tensor, verts: Tensor, cfg: Config) -> Tensor:
+    """Sphere collision of one prediction; the mesh (radii) is detached inside (docs/method.md, gradient flow)."""
+    import model.losses as L
+
+    return L.prediction_collision_loss(layer, joints, verts, cfg.coll_row_threshold)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the real (unlabeled) half of fine-tuning
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class RealFit:
+    """Non-differentiable pre-processing of a real batch: the hand crop, the point sets and their part labels."""
+
+    crop: Tensor  # (B, 1, H, W) real crop with everything outside the hand box set to +1
+    box_joints: Tensor  # (B, 21, 3) norm-xyz joints defining the hand box (applied to every render as well)
+    points: Tensor  # (B, P, 3) norm-xyz, all hand-crop pixels
+    finger_points: Tensor  # (B, P, 3) norm-xyz, finger pixels only
+    finger_labels: Tensor  # (B, P) part labels 1..15 (0 = palm)
+    spheres: Any = None  # render.spheres.HandSpheres used for the segmentation
+
+
+def _margins(cfg: Config) -> tuple[float, float, float]:
+    """Hand-box margins (xy, z near, z far) mm (official "25/20/20": 25, 20 + 20 mm hand thickness, 20)."""
+    return (cfg.crop_hand_xy_margin, cfg.crop_hand_z_near, cfg.crop_hand_z_far)
+
+
+@torch.no_grad()
+def prepare_real(depth: Tensor, batch: dict, box_joints: Tensor, centre_joints: Tensor, radius_joints: Tensor,
+                 radius_verts: Tensor, layer, cfg: Config, generator: torch.Generator | None) -> RealFit:
+    """Hand crop (box of ``box_joints``), segmentation (sphere centres ``centre_joints``, radii from
+    ``radius_joints`` / ``radius_verts``), point sampling. All inputs norm-xyz, detached."""
+    from model.point_cloud import backproject_crop, crop_hand, foreground_points, sample_points, segment_points
+    from render.spheres import hand_spheres
+
+    C, S, M, cam = batch["center_xyz"], batch["cube"], batch["M"], cfg.camera
+    crop = crop_hand(depth, box_joints, C, S, M, cam, margins=_margins(cfg))
+    spheres = hand_spheres(layer, radius_joints, radius_verts, centre_joints=centre_joints)
+    points = sample_points(foreground_points(crop, C, S, M, cam), cfg.num_points, generator)
+    b, _, h, w = crop.shape
+    pix = backproject_crop(crop, C, S, M, cam).flatten(2).transpose(1, 2)  # (B, HW, 3)
+    labels = segment_points(pix, spheres).reshape(b, 1, h, w)
+    finger = torch.where((labels > 0) & (crop < 0.99), crop, torch.ones_like(crop))
+    finger_points = sample_points(foreground_points(finger, C, S, M, cam), cfg.num_points, generator)
+    return RealFit(crop, box_joints, points, finger_points, segment_points(finger_points, spheres), spheres)
+
+
+def model_fit_terms(rendered, fit: RealFit, batch: dict, layer, cfg: Config, s: str) -> tuple[dict, dict]:
+    """m2d, d2m, pd2m and collision of one rendered MANO prediction against the prepared real batch.
+
+    Returns (terms ``real/{m2d,d2m,pd2m,coll}/<s>``, raw per-sample values for the M2P selection:
+    ``icp`` (B,), ``part_icp`` (B, 15), ``crop`` the hand-cropped render (B, 1, H, W)).
+    """
+    import model.losses as L
+    from model.point_cloud import crop_hand
+
+    rcrop = crop_hand(rendered.depth, fit.box_joints, batch["center_xyz"], batch["cube"], rendered.M, cfg.camera,
+                      margins=_margins(cfg))
+    faces = layer.faces_closed
+    icp = L.icp_loss(fit.points, rendered.verts_xyz, faces)
+    part = L.part_icp_loss(fit.finger_points, fit.finger_labels, rendered.verts_xyz, faces, layer.part_bits)
+    terms = {f"real/m2d/{s}": L.m2d_loss(fit.crop, rcrop).mean(), f"real/d2m/{s}": icp.mean(),
+             f"real/pd2m/{s}": part.mean(),
+             f"real/coll/{s}": _collision(layer, rendered.joints_xyz, rendered.verts_xyz, cfg)}
+    return terms, {"icp": icp, "part_icp": part, "crop": rcrop}
+
+
+def m2p_terms(pwe_uvd: Tensor, mano_uvd: Tensor, real_crop: Tensor, rendered_crop: Tensor, raw: dict, cfg: Config,
+              s: str, foreground: float | None = None) -> tuple[dict, dict]:
+    """M2P: pixel joints learn from the (detached) MANO joints on the reliable (sample, joint) pairs.
+
+    Returns (``real/m2p/<s>``, stats with ``m2p_selected`` (selected pairs) and ``m2p_samples`` (samples passing
+    the depth and global-fit tests))."""
+    import model.losses as L
+
+    kw = {} if foreground is None else {"foreground": foreground}
+    depth_ok, fit_ok, joint_mask = L.m2p_selection(real_crop, rendered_crop.detach(), raw["icp"].detach(),
+                                                   raw["part_icp"].detach(), cfg.m2p_depth_threshold,
+                                                   cfg.m2p_fit_threshold, **kw)
+    sample_ok = depth_ok & fit_ok
+    sel = sample_ok[:, None] & joint_mask
+    stats = {"m2p_selected": float(sel.sum()), "m2p_samples": float(sample_ok.sum())}
+    return {f"real/m2p/{s}": L.m2p_loss(pwe_uvd, mano_uvd.detach(), sel)}, stats
+
+
+def real_losses(out, real: dict, layer, renderer, cfg: Config, generator: torch.Generator | None
+                ) -> tuple[dict, dict, RealFit]:
+    """The real-batch terms of fine-tuning (docs/method.md, self-supervised fine-tuning).
+
+    Two stages: teacher = detached stage 2 (pixel joints, MANO joints / mesh); stage 1 distils from it and fits the
+    data; stage 2 learns P2M (MANO <- pixel joints) and the model-fitting terms, and its pixel branch M2P on
+    reliable joints. One stage (ablation): no teacher, the stage teaches itself (P2M from its own detached pixel
+    joints, M2P with the 0.95 foreground threshold and the uncropped render in the depth test).
+    Returns (terms, stats, the prepared real batch).
+    """
+    import model.losses as L
+    from model.offsets import decode_offsets
+    from render.mano_layer import DSF_GLOBAL_SCALE
+    from util.geometry import norm_uvd_to_norm_xyz
+
+    d, K, T = cfg.huber_delta, cfg.offset_kernel, cfg.decode_temperature
+    depth, C, S, M = real["depth"], real["center_xyz"], real["cube"], real["M"]
+
+    def to_xyz(uvd: Tensor) -> Tensor:
+        return norm_uvd_to_norm_xyz(uvd, C, S, M, cfg.camera, cfg.input_size)
+
+    st1 = out.stages[0]
+    uvd1 = decode_offsets(st1.maps, depth, K, T)
+    terms: dict[str, Tensor] = {}
+    if len(out.stages) == 2:
+        st2 = out.stages[1]
+        with torch.no_grad():
+            t_uvd = decode_offsets(st2.maps.detach(), depth, K, T)
+            t_xyz = to_xyz(t_uvd)
+            tm = layer.forward_dsf(st2.mano.detach(), global_scale=DSF_GLOBAL_SCALE)
+        fit = prepare_real(depth, real, tm.joints, t_xyz, tm.joints, tm.vertices, layer, cfg, generator)
+        r1 = out.render  # the stage-1 hand rendered by the remap (with gradient)
+        r2 = renderer.render_prediction(st2.mano, C, S)
+        terms["real/distil_map/s1"] = L.map_distillation_loss(st1.maps, st2.maps)
+        terms["real/distil_pwe/s1"] = L.pwe_joint_distillation_loss(uvd1, t_uvd)
+        terms["real/distil_joint/s1"] = L.mpe_joint_distillation_loss(r1.joints_xyz, t_xyz)
+        terms["real/distil_mesh/s1"] = L.mpe_mesh_distillation_loss(r1.verts_xyz, tm.vertices)
+        fit1, _ = model_fit_terms(r1, fit, real, layer, cfg, "s1")
+        fit2, raw2 = model_fit_terms(r2, fit, real, layer, cfg, "s2")
+        terms.update(fit1)
+        terms["real/p2m/s2"] = L.p2m_loss(r2.joints_uvd, t_uvd)
+        terms.update(fit2)
+        m2p, stats = m2p_terms(decode_offsets(st2.maps, depth, K, T), r2.joints_uvd, fit.crop, raw2["crop"], raw2,
+                               cfg, "s2")
+    else:
+        r1 = renderer.render_prediction(st1.mano, C, S)
+        fit = prepare_real(depth, real, r1.joints_xyz.detach(), to_xyz(uvd1.detach()), r1.joints_xyz.detach(),
+                           r1.verts_xyz.detach(), layer, cfg, generator)
+        terms["real/p2m/s1"] = L.p2m_loss(r1.joints_uvd, uvd1)
+        fit1, raw1 = model_fit_terms(r1, fit, real, layer, cfg, "s1")
+        terms.update(fit1)
+        m2p, stats = m2p_terms(uvd1, r1.joints_uvd, fit.crop, r1.depth, raw1, cfg, "s1",
+                               foreground=cfg.m2p_foreground_1stage)
+    terms.update(m2p)
+    return terms, stats, fit
+
+
+# ------------------------------------------------------------------------------------------------------
+# one iteration
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class StepResult:
+    """Named unweighted loss terms of one iteration, counters (not losses), and what the image log draws."""
+
+    terms: dict[str, Tensor]
+    stats: dict[str, float] = field(default_factory=dict)
+    syn_out: Any = None
+    real_out: Any = None
+    fit: RealFit | None = None
+
+
+def pretrain_step(models: Models, syn: dict, cfg: Config) -> StepResult:
+    """Pre-training: the synthetic batch (translated unless ``transfer=none``) through every stage."""
+    out = models.forward(translate(models, syn["depth"]), syn)
+    return StepResult(synthetic_losses(out, syn, models.layer, cfg, pretrain=True), syn_out=out)
+
+
+def finetune_step(models: Models, syn: dict, real: dict, cfg: Config, generator: torch.Generator | None = None
+                  ) -> StepResult:
+    """Fine-tuning: one synthetic (view-augmented, translated) and one real batch, two forward passes with BN in
+    train mode (both domains update the BN statistics). ``real`` labels are never read here."""
+    syn_out = models.forward(translate(models, syn["depth"]), syn)
+    terms = synthetic_losses(syn_out, syn, models.layer, cfg, pretrain=False)
+    real_in = {k: real[k] for k in ("depth", "center_xyz", "cube", "M")}  # labels cannot reach a loss
+    real_out = models.forward(real_in["depth"], real_in)
+    real_terms, stats, fit = real_losses(real_out, real_in, models.layer, models.renderer, cfg, generator)
+    terms.update(real_terms)
+    return StepResult(terms, stats, syn_out, real_out, fit)
+
+
+# ------------------------------------------------------------------------------------------------------
+# errors (logging / test)
+# ------------------------------------------------------------------------------------------------------
+def stage_joints_mm(out, batch: dict, layer, cfg: Config) -> list[dict[str, Tensor]]:
+    """Per stage: ``pwe`` and ``mano`` joints (B, 21, 3) mm (camera frame), ``verts`` (B, 779, 3) mm, ``uvd``
+    (B, 21, 3) norm-uvd of the pixel branch, ``theta`` (B, 62)."""
+    from model.offsets import decode_offsets
+    from model.prediction import norm_uvd_joints_to_mm
+    from util.geometry import norm_xyz_to_xyz
+
+    depth, C, S, M = batch["depth"], batch["center_xyz"], batch["cube"], batch["M"]
+    res = []
+    for k, stage in enumerate(out.stages):
+        uvd = decode_offsets(stage.maps, depth, cfg.offset_kernel, cfg.decode_temperature)
+        joints, verts = _stage_mano(out, k, layer)
+        res.append({"uvd": uvd, "pwe": norm_uvd_joints_to_mm(uvd, C, S, M, cfg.camera),
+                    "mano": norm_xyz_to_xyz(joints, C, S), "verts": norm_xyz_to_xyz(verts, C, S),
+                    "theta": stage.mano})
+    return res
+
+
+def dsf11_errors(joints21_mm: Tensor, labels14_mm: Tensor) -> Tensor:
+    """DSF's metric per frame (B,): mean distance (mm) over the 11 NYU joints that MANO has (MANO_TO_NYU[:11] vs
+    the first 11 of the NYU-14 labels; palm / wrist points excluded)."""
+    from util.joints import MANO_TO_NYU
+
+    pred = joints21_mm[:, list(MANO_TO_NYU[:11])]
+    return (pred - labels14_mm[:, :11]).norm(dim=-1).mean(-1)
+
+
+@torch.no_grad()
+def label_errors(out, real: dict, layer, cfg: Config) -> dict[str, float]:
+    """Logged-only errors of the train-mode outputs against the real labels (11 joints, mm)."""
+    from util.geometry import norm_xyz_to_xyz
+
+    gt = norm_xyz_to_xyz(real["joints_xyz_norm"], real["center_xyz"], real["cube"])
+    res = {}
+    for k, st in enumerate(stage_joints_mm(out, real, layer, cfg)):
+        res[f"err/pwe_s{k + 1}"] = float(dsf11_errors(st["pwe"], gt).mean())
+        res[f"err/mano_s{k + 1}"] = float(dsf11_errors(st["mano"], gt).mean())
+    return res
+
+
+# ------------------------------------------------------------------------------------------------------
+# evaluation on a test view
+# ------------------------------------------------------------------------------------------------------
+BRANCHES = ("pwe", "mano")
+
+
+@torch.no_grad()
+def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = None, *, dist: Any = None,
+                  progress: bool = True) -> dict:
+    """Score every stage and branch on the test split of ``view`` (network in eval mode).
+
+    Returns ``{"view", "frames", "scores": {"s{k}_{branch}": {"dsf11": mm, "evaluator": NYUScores dict,
+    "file": ...}}}``. With ``out_dir``: the official per-view files ``result_0_<v-1>.txt`` (stage-2 pixel joints)
+    and ``result_1_<v-1>.txt`` (stage-2 MANO joints), 21 (u px, v px, d mm) per line in MANO order; community
+    14-joint uvd files ``predictions_s{k}_{branch}_v{view}.txt`` with the palm points filled from the MANO-order
+    joints (``nyu36_from_mano21``; only the 11-joint score is comparable with DSF); with ``save_mesh`` the stage-2
+    meshes (779 x 3 mm per line) and 62-d parameters; with ``save_obj`` one OBJ per frame.
+    """
+    from torch.utils.data import DataLoader
+
+    from dataloader.builders import build_real_dataset
+    from dataloader.nyu_joints import nyu36_from_mano21
+    from util.camera import Intrinsics
+    from util.evaluate import evaluate_nyu, save_predictions
+    from util.geometry import xyz_to_uvd
+    from util.joints import NYU_EVAL_14
+
+    ds = build_real_dataset(cfg, "test", view=view, augment=False)
+    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    net = models.net
+    was_training = net.training
+    net.eval()
+    acc: dict[str, list] = {}
+    try:
+        it = loader
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(loader, desc=f"test view {view}", leave=False, dynamic_ncols=True)
+        for batch in it:
+            b = _to(batch, next(_unwrap(net).parameters()).device)
+            out = models.forward(b["depth"], b)
+            for k, st in enumerate(stage_joints_mm(out, b, models.layer, cfg)):
+                for br in BRANCHES:
+                    acc.setdefault(f"s{k + 1}_{br}", []).append(st[br].double().cpu())
+                if k == len(out.stages) - 1:
+                    acc.setdefault("verts", []).append(st["verts"].cpu())
+                    acc.setdefault("theta", []).append(st["theta"].cpu())
+    finally:
+        net.train(was_training)
+    gt_mm = torch.as_tensor(ds.joints_mm())  # (N, 14, 3) mm, y down
+    cam = cfg.camera
+    h, w = cfg.image_size
+    intr = Intrinsics(*cam, w, h)
+    gt_uvd = xyz_to_uvd(gt_mm, cam).numpy()
+    res = {"view": view, "frames": len(ds), "scores": {}}
+    last = f"s{cfg.stage_num}"
+    for key in [k for k in acc if k.startswith("s")]:
+        joints = torch.cat(acc[key])  # (N, 21, 3) mm
+        nyu14 = nyu36_from_mano21(joints)[:, list(NYU_EVAL_14)]
+        pred_uvd = xyz_to_uvd(nyu14, cam).numpy()
+        scores = evaluate_nyu(pred_uvd, gt_uvd, camera=intr)
+        entry = {"dsf11": float(dsf11_errors(joints, gt_mm).mean()), "evaluator": scores.to_dict()}
+        if out_dir is not None:
+            name = f"predictions_{key}_v{view}.txt"
+            save_predictions(os.path.join(out_dir, name), pred_uvd)
+            entry["file"] = name
+            if key.startswith(last):  # the official per-view files hold the final stage
+                idx = 0 if key.endswith("pwe") else 1
+                _write_rows(os.path.join(out_dir, f"result_{idx}_{view - 1}.txt"), xyz_to_uvd(joints, cam).numpy())
+        res["scores"][key] = entry
+    if out_dir is not None and cfg.save_mesh:
+        verts = torch.cat(acc["verts"]).numpy()
+        _write_rows(os.path.join(out_dir, f"mesh_result_{view - 1}.txt"), verts)
+        _write_rows(os.path.join(out_dir, f"MANO_result_{view - 1}.txt"), torch.cat(acc["theta"]).numpy())
+    if out_dir is not None and cfg.save_obj:
+        _write_objs(os.path.join(out_dir, "obj", f"view{view}"), torch.cat(acc["verts"]).numpy(),
+                    models.layer.faces_closed.cpu().numpy())
+    return res
+
+
+def _write_rows(path: str, arr: np.ndarray) -> None:
+    """One line per frame, all numbers of the frame with ``%.3f`` (the official result-file format)."""
+    rows = np.asarray(arr, np.float64).reshape(len(arr), -1)
+    tmp = path + ".tmp"
+    np.savetxt(tmp, rows, fmt="%.3f")
+    os.replace(tmp, path)
+
+
+def _write_objs(folder: str, verts: np.ndarray, faces: np.ndarray) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for i, v in enumerate(verts):
+        with open(os.path.join(folder, f"{i:06d}.obj"), "w") as f:
+            f.writelines(f"v {x:.3f} {y:.3f} {z:.3f}\n" for x, y, z in v)
+            f.writelines(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces)
+
+
+def score_table(results: Sequence[tuple[str, dict]]) -> str:
+    """Plain-text error table: one row per (label, view result), DSF-11 of every stage / branch, and the
+    evaluator's 14-joint mean of the final stage's branches."""
+    keys = sorted({k for _, r in results for k in r["scores"]})
+    head = f"{'model':<28} {'view':>4} {'frames':>6} " + " ".join(f"{k:>9}" for k in keys)
+    lines = ["DSF 11-joint error (mm), per-frame mean over all frames (s = stage, pwe = pixel branch, "
+             "mano = model branch)", head, "-" * len(head)]
+    for label, r in results:
+        lines.append(f"{label:<28} {r['view']:>4} {r['frames']:>6} "
+                     + " ".join(f"{r['scores'][k]['dsf11']:9.2f}" if k in r["scores"] else f"{'-':>9}"
+                                for k in keys))
+    return "\n".join(lines)
+
+
+def write_test_outputs(out: str, results: list[dict], label: str, extra: dict | None = None) -> None:
+    """``test_scores.json`` (machine-readable), success-curve PNG per view."""
+    from util.evaluate import SUCCESS_THRESHOLDS_MM
+    from util.plots import plot_success_curves
+
+    data = {"label": label, "views": results, **(extra or {})}
+    tmp = os.path.join(out, "test_scores.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, os.path.join(out, "test_scores.json"))
+    for r in results:
+        keys = sorted(r["scores"])
+        plot_success_curves(os.path.join(out, f"success_curves_v{r['view']}.png"), keys, SUCCESS_THRESHOLDS_MM,
+                            [np.asarray(r["scores"][k]["evaluator"]["success"]) for k in keys])
+
+
+# ------------------------------------------------------------------------------------------------------
+# optimiser, schedule, checkpoints
+# ------------------------------------------------------------------------------------------------------
+def lr_factor(epoch: int, step_size: int, gamma: float, offbyone: bool) -> float:
+    """LR multiplier of ``epoch`` (0-based). Official (``offbyone``): ``gamma ** floor(max(e - 1, 0) / step)``
+    (11 epochs at the base rate for step 10: the official ``scheduler.step(epoch)`` shift); else
+    ``gamma ** floor(e / step)``."""
+    e = max(epoch - 1, 0) if offbyone else epoch
+    return gamma ** (e // step_size)
+
+
+def build_optimizer(cfg: Config, net: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW (lr, wd on every parameter incl. BN / biases, as the official code) and the per-epoch schedule."""
+    params = net.parameters()
+    if cfg.opt == "adamw":
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.opt == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    if cfg.scheduler == "step":
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e: lr_factor(e, cfg.step_size, cfg.gamma, cfg.lr_offbyone))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    return opt, sched
+
+
+def _checkpointing():
+    """H7's ``util.checkpointing`` (atomic writes, RNG states); None until it lands."""
+    try:
+        import util.checkpointing as ck
+        return ck
+    except ImportError:
+        return None
+
+
+def save_training_checkpoint(path: str, *, net: nn.Module, opt, sched, epoch: int, step: int, cfg: Config,
+                             extra: dict, generators: dict[str, torch.Generator]) -> None:
+    """Model, optimiser, scheduler, epoch, step, RNG states and the resolved config, written atomically."""
+    ck = _checkpointing()
+    if ck is not None:
+        ck.save_checkpoint(path, model=_unwrap(net), optimizer=opt, scheduler=sched, epoch=epoch, step=step,
+                           config=cfg.to_dict(), extra=extra, generators=generators)
+        return
+    state = {"model": _unwrap(net).state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "epoch": epoch, "step": step, "config": cfg.to_dict(), "extra": extra,
+             "rng": {"torch": torch.get_rng_state(),
+                     **{f"gen_{k}": g.get_state() for k, g in generators.items()}}}
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_training_checkpoint(path: str) -> dict:
+    """Read one of our checkpoints with ``weights_only=True`` (clear error naming the file)."""
+    ck = _checkpointing()
+    if ck is not None:
+        return ck.load_checkpoint(path)
+    from model.checkpoint import read_checkpoint
+
+    return read_checkpoint(path, expected="a DSF training checkpoint (latest.pth / best.pth)")
+
+
+def _checkpoint_file(path: str) -> str:
+    """A checkpoint path: a folder means its ``latest.pth``."""
+    return os.path.join(path, "latest.pth") if os.path.isdir(path) else path
+
+
+def load_network_weights(net: nn.Module, path: str) -> dict | None:
+    """Load a pose checkpoint (ours or the official ``{"model", "optimizer", "epoch"}`` / plain state dict) into
+    ``net`` strictly. Returns our checkpoint's saved config (None for other files)."""
+    from model.checkpoint import read_checkpoint
+    from model.pose_net import unwrap_pose_state
+
+    path = _checkpoint_file(path)
+    raw = read_checkpoint(path, expected="a DSF pose checkpoint ({'model': state_dict, ...} or a state dict)")
+    _unwrap(net).load_official_state(unwrap_pose_state(raw, source=path))
+    return raw.get("config") if isinstance(raw, dict) and isinstance(raw.get("config"), dict) else None
+
+
+def adopt_checkpoint_architecture(cfg: Config, path: str) -> Config:
+    """Our checkpoints record width / stage_num / joint_num: use them for the network that loads the file."""
+    from model.checkpoint import read_checkpoint
+
+    raw = read_checkpoint(_checkpoint_file(path), expected="a DSF pose checkpoint")
+    saved = raw.get("config") if isinstance(raw, dict) else None
+    if not isinstance(saved, dict):
+        return cfg
+    arch = {k: saved[k] for k in ("width", "stage_num", "joint_num") if k in saved and saved[k] != getattr(cfg, k)}
+    if arch:
+        print(f"checkpoint {path}: network {arch} (from its saved config)")
+        cfg = dataclasses.replace(cfg, **arch)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------------
+def _dist_info(cfg: Config):
+    from util.distributed import init_distributed
+
+    return init_distributed(cfg.device or "auto")
+
+
+def build_models(cfg: Config, device: torch.device, *, transfer: bool) -> Models:
+    from dataloader.builders import build_mano_layer, build_pose_model, build_transfer_generator
+
+    layer = build_mano_layer(cfg, device)
+    net, renderer = build_pose_model(cfg, device, layer)
+    return Models(net, renderer, build_transfer_generator(cfg, device) if transfer else None)
+
+
+def train(cfg: Config, out: str, device: torch.device, dist: Any = None) -> dict:
+    """Pre-train or fine-tune (``cfg.train_stage``), test after each epoch (monitoring) and at the end (the last
+    weights, every ``test_views`` view). Returns the final test results."""
+    from tqdm import tqdm
+
+    from dataloader.builders import build_real_loader, build_synthetic
+    from util.train_log import TrainLog
+
+    is_main = dist is None or dist.is_main
+    finetune = cfg.train_stage == "finetune"
+    if finetune and not cfg.finetune_dir and not cfg.resume:
+        raise ValueError("train_stage=finetune starts from a pre-training checkpoint: pass finetune_dir=<latest.pth "
+                         "or its run folder> (train one with train_stage=pretrain)")
+    models = build_models(cfg, device, transfer=True)
+    if cfg.finetune_dir:
+        load_network_weights(models.net, cfg.finetune_dir)
+        print(f"initialised from {cfg.finetune_dir}")
+    if dist is not None and dist.distributed:
+        from util.distributed import wrap_ddp
+
+        models.net = wrap_ddp(models.net, dist)
+    opt, sched = build_optimizer(cfg, models.net)
+    syn_src = build_synthetic(cfg, device, "finetune" if finetune else "pretrain", mano_layer=models.layer, dist=dist)
+    real_loader = build_real_loader(cfg, "train", train=True, dist=dist) if finetune else None
+    point_gen = torch.Generator().manual_seed(cfg.seed + 7)
+    generators = {"synthetic": syn_src.generator, "points": point_gen}
+    start_epoch, step, best = 0, 0, math.inf
+    if cfg.resume:
+        path = os.path.join(out, "latest.pth") if cfg.resume == "auto" else cfg.resume
+        state = load_training_checkpoint(path)
+        _unwrap(models.net).load_official_state(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
+        best = float(state.get("extra", {}).get("best", math.inf))
+        ck = _checkpointing()
+        if ck is not None and "rng" in state:
+            ck.set_rng_state(state["rng"], generators)
+        print(f"resumed from {path} at epoch {start_epoch}, step {step}")
+    iters = cfg.iters_per_epoch or (len(real_loader) if finetune else math.ceil(len(syn_src.params) / cfg.batch_size))
+    if finetune:
+        iters = min(iters, len(real_loader))
+    weights = loss_weights(cfg)
+    log = TrainLog(out, enabled=is_main)
+    print(f"{cfg.train_stage}: {cfg.max_epoch} epochs x {iters} iterations, batch {cfg.batch_size}"
+          + (" + " + str(cfg.batch_size) + " real" if finetune else "")
+          + f"; synthetic source: {syn_src.source}; view augmentation {syn_src.view_aug}; transfer {cfg.transfer}")
+    guard = None
+    ck = _checkpointing()
+    if ck is not None and hasattr(ck, "NonFiniteGuard"):
+        guard = ck.NonFiniteGuard()
+    t_start = time.time()
+    epoch_results = []
+    for epoch in range(start_epoch, cfg.max_epoch):
+        models.net.train()  # BN in train mode for both domains' passes (official)
+        if real_loader is not None and hasattr(real_loader.sampler, "set_epoch"):
+            real_loader.sampler.set_epoch(epoch)
+        real_iter = iter(real_loader) if finetune else None
+        bar = tqdm(range(iters), desc=f"{cfg.train_stage} epoch {epoch}", disable=not is_main, dynamic_ncols=True)
+        last = {}
+        for _ in bar:
+            syn = syn_src.next_batch()
+            if finetune:
+                real = _to(next(real_iter), device)
+                res = finetune_step(models, syn, real, cfg, point_gen)
+            else:
+                res = pretrain_step(models, syn, cfg)
+            total = weighted_total(res.terms, weights)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if guard is None or guard.check(total, models.net):
+                opt.step()
+            step += 1
+            scal = {f"loss/{k}": float(v.detach()) for k, v in res.terms.items()}
+            scal["loss/total"] = float(total.detach())
+            scal.update({f"stat/{k}": v for k, v in res.stats.items()})
+            scal["lr"] = opt.param_groups[0]["lr"]
+            if finetune:
+                scal.update(label_errors(res.real_out, real, models.layer, cfg))  # logging only
+            log.scalars(step, scal, write_tb=step % max(cfg.log_every, 1) == 0)
+            if is_main and step % max(cfg.img_log_every, 1) == 0:
+                log_images(log, step, res, syn, real if finetune else None, models, cfg)
+            last = scal
+            bar.set_postfix({"loss": f"{scal['loss/total']:.4g}",
+                             **({"m2p": int(res.stats["m2p_selected"])} if "m2p_selected" in res.stats else {})})
+        sched.step()
+        line = {k: v for k, v in last.items() if k in ("loss/total", "lr") or k.startswith("err/")}
+        if cfg.epoch_test and is_main:  # monitoring only; model selection on the test set is a diagnostic
+            r = evaluate_view(models, cfg, cfg.test_views[0], None, progress=False)
+            err = float(np.mean([s["dsf11"] for s in r["scores"].values()]))
+            line.update({f"test/{k}": v["dsf11"] for k, v in r["scores"].items()})
+            log.scalars(step, {f"test/{k}": v["dsf11"] for k, v in r["scores"].items()})
+            epoch_results.append({"epoch": epoch, **{k: v["dsf11"] for k, v in r["scores"].items()}})
+            if err <= best:
+                best = err
+                save_training_checkpoint(os.path.join(out, "best.pth"), net=models.net, opt=opt, sched=sched,
+                                         epoch=epoch, step=step, cfg=cfg, extra={"best": best,
+                                         "note": "selected on the TEST set: diagnostic only"}, generators=generators)
+        if is_main:
+            log.epoch_line(epoch, line)
+            save_training_checkpoint(os.path.join(out, "latest.pth"), net=models.net, opt=opt, sched=sched,
+                                     epoch=epoch, step=step, cfg=cfg, extra={"best": best}, generators=generators)
+    train_seconds = time.time() - t_start
+    results = []
+    if is_main:
+        log.plot_loss_curves()
+        for view in cfg.test_views:
+            results.append(evaluate_view(models, cfg, view, out))
+        write_test_outputs(out, results, f"{cfg.train_stage} (last weights)",
+                           {"train_seconds": train_seconds, "epochs": epoch_results,
+                            "checkpoint": os.path.join(out, "latest.pth")})
+        print(score_table([(f"{cfg.train_stage} last", r) for r in results]))
+    log.close()
+    return {"results": results, "train_seconds": train_seconds}
+
+
+@torch.no_grad()
+def log_images(log, step: int, res: StepResult, syn: dict, real: dict | None, models: Models, cfg: Config) -> None:
+    """TensorBoard images: input crops with both branches' skeletons (last stage), rendered vs observed depth,
+    the hand crop and the part segmentation (fine-tuning)."""
+    from util.visualize import _figure, draw_skeleton
+
+    for tag, out, batch in (("synthetic", res.syn_out, syn), ("real", res.real_out, real)):
+        if out is None or batch is None:
+            continue
+        st = stage_joints_mm(out, batch, models.layer, cfg)[-1]
+        from util.geometry import norm_xyz_to_norm_uvd
+        mano_uvd = norm_xyz_to_norm_uvd((st["mano"] - batch["center_xyz"][:, None]) / (batch["cube"][:, None] / 2),
+                                        batch["center_xyz"], batch["cube"], batch["M"], cfg.camera, cfg.input_size)
+        n = min(4, batch["depth"].shape[0])
+        rows = 2 if tag == "synthetic" or res.fit is None else 4
+        fig, axes = _figure(rows, n)
+        rendered = models.renderer.render_prediction(out.stages[-1].mano, batch["center_xyz"], batch["cube"])
+        for i in range(n):
+            axes[0, i].imshow(batch["depth"][i, 0].cpu().numpy(), cmap="viridis", vmin=-1, vmax=1)
+            draw_skeleton(axes[0, i], st["uvd"][i].cpu().numpy(), "red")
+            draw_skeleton(axes[0, i], mano_uvd[i].cpu().numpy(), "white")
+            axes[1, i].imshow(rendered.depth[i, 0].cpu().numpy(), cmap="viridis", vmin=-1, vmax=1)
+            if rows == 4:
+                axes[2, i].imshow(res.fit.crop[i, 0].cpu().numpy(), cmap="viridis", vmin=-1, vmax=1)
+                from model.point_cloud import backproject_crop
+                from render.spheres import HandSpheres  # noqa: F401  (labels come from the same spheres)
+                from model.point_cloud import segment_points
+                pix = backproject_crop(res.fit.crop[i:i + 1], batch["center_xyz"][i:i + 1], batch["cube"][i:i + 1],
+                                       batch["M"][i:i + 1], cfg.camera).flatten(2).transpose(1, 2)
+                sph = res.fit.spheres
+                one = dataclasses.replace(sph, centres=sph.centres[i:i + 1], radii=sph.radii[i:i + 1])
+                lab = segment_points(pix, one).reshape(res.fit.crop.shape[-2:]).float()
+                lab[res.fit.crop[i, 0] >= 0.99] = -1
+                axes[3, i].imshow(lab.cpu().numpy(), cmap="tab20", vmin=-1, vmax=15)
+        axes[0, 0].set_title(f"{tag}: input, PWE red / MANO white", fontsize=7)
+        axes[1, 0].set_title("rendered MANO (last stage)", fontsize=7)
+        if rows == 4:
+            axes[2, 0].set_title("hand crop", fontsize=7)
+            axes[3, 0].set_title("part segmentation", fontsize=7)
+        fig.tight_layout()
+        log.figure(f"images/{tag}", step, fig)
+
+
+# ------------------------------------------------------------------------------------------------------
+# test
+# ------------------------------------------------------------------------------------------------------
+def test(cfg: Config, out: str, device: torch.device, dist: Any = None) -> list[dict]:
+    """Evaluate exactly one checkpoint (``load_model``) on every view of ``test_views``; write the result files,
+    ``test_scores.json`` and success curves; print the table."""
+    if not cfg.load_model:
+        raise ValueError("phase=test evaluates exactly one checkpoint: pass load_model=<our latest.pth / best.pth, "
+                         "a run folder, or the released DSF weights>")
+    cfg = adopt_checkpoint_architecture(cfg, cfg.load_model)
+    models = build_models(cfg, device, transfer=False)
+    load_network_weights(models.net, cfg.load_model)
+    results = [evaluate_view(models, cfg, v, out) for v in cfg.test_views]
+    write_test_outputs(out, results, f"test of {cfg.load_model}", {"checkpoint": cfg.load_model})
+    print(score_table([(os.path.basename(cfg.load_model.rstrip("/")), r) for r in results]))
+    print("only the 11-joint numbers are comparable with DSF's; the 14-joint evaluator numbers in test_scores.json "
+          "use palm points filled from the MANO joints (docs/DEVIATIONS.md, Trainer)")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------
+# demo: the whole method on stand-in assets through the same code path
 # ------------------------------------------------------------------------------------------------------
 def ensure_demo_assets(cfg: Config) -> tuple[str, str]:
     """Generate (first use only) the stand-in MANO model and NYU-format tree; return their paths."""
@@ -84,83 +854,89 @@ def ensure_demo_assets(cfg: Config) -> tuple[str, str]:
     return mano_path, tree
 
 
-@torch.no_grad()
-def run_demo(cfg: Config, out: str, device: torch.device) -> None:
-    """Run the untrained network over the stand-in test split, score it with the NYU protocol, write figures."""
-    import numpy as np
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from dataloader.nyu import NYUDataset
-    from dataloader.nyu_joints import nyu36_from_mano21
-    from dataloader.synthetic import SyntheticParams, SyntheticSettings, render_synthetic_batch
-    from model import build_pose_net, predict
-    from render.hand_renderer import HandRenderer
-    from render.mano_io import load_mano
-    from render.mano_layer import ManoLayer
-    from util.evaluate import evaluate_nyu, format_table, save_predictions, write_results
-    from util.camera import Intrinsics
-    from util.geometry import uvd_to_norm_uvd, xyz_to_uvd
-    from util.joints import NYU_EVAL_14
-    from util.visualize import save_crops_with_skeletons, save_render_comparison
-
+def run_demo(cfg: Config, out: str, device: torch.device) -> str:
+    """Pre-train briefly, fine-tune briefly, test both, print the error table; returns the table."""
     mano_path, tree = ensure_demo_assets(cfg)
-    model = load_mano(mano_path)
-    layer = ManoLayer(model).to(device)
-    renderer = HandRenderer(layer, cfg.camera, cfg.input_size, cfg.renderer).to(device)
-    net = build_pose_net(cfg.stage_num, cfg.joint_num, width=cfg.width).to(device)
-    test = NYUDataset(tree, "test", view=cfg.view, cube=cfg.cube, size=cfg.input_size, camera=cfg.camera,
-                      crop_sampling=cfg.crop_sampling)
-    loader = DataLoader(test, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
-    def to_nyu14(joints21: torch.Tensor) -> torch.Tensor:
-        # NYU's palm / wrist points have no MANO joint: placed on the hand like the stand-in labels (mean_11 skips
-        # them, as DSF's metric does)
-        return nyu36_from_mano21(joints21)[:, list(NYU_EVAL_14)]
-
-    preds, gts, first = [], [], None
-    for batch in tqdm(loader, desc="demo: test split"):
-        b = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        pred = predict(net, b["depth"], b["center_xyz"], b["cube"], b["M"], camera=cfg.camera, renderer=renderer)
-        nyu14 = to_nyu14(pred.final.mano_mm)  # (B, 14, 3) mm: the MANO branch of the last stage
-        preds.append(xyz_to_uvd(nyu14.cpu().double(), cfg.camera))
-        gt_mm = test_joints_mm(batch)
-        gts.append(xyz_to_uvd(gt_mm.double(), cfg.camera))
-        first = first or (b, pred)
-    pred_uvd, gt_uvd = torch.cat(preds).numpy(), torch.cat(gts).numpy()
-    save_predictions(os.path.join(out, "predictions_nyu14_uvd.txt"), pred_uvd)
-    fx, fy, cx, cy = cfg.camera
-    scores = evaluate_nyu(pred_uvd, gt_uvd, camera=Intrinsics(fx, fy, cx, cy, *cfg.image_size[::-1]))
-    print(format_table(["untrained net (MANO branch)"], [scores]))
-    write_results(os.path.join(out, "eval"), ["untrained"], ["predictions_nyu14_uvd.txt"], [scores], "stand-in")
-
-    b, pred = first
-    n = min(8, b["depth"].shape[0])
-    rendered = renderer.render_prediction(net(b["depth"][:n], b["center_xyz"][:n], b["cube"][:n],
-                                              renderer=renderer).final.mano, b["center_xyz"][:n], b["cube"][:n])
-    save_render_comparison(os.path.join(out, "rendered_vs_observed.png"), b["depth"][:n, 0].cpu().numpy(),
-                           rendered.depth[:, 0].cpu().numpy())
-    params = SyntheticParams.from_source(cfg.hands_para_dir, model.hands_coeffs, n_builtin=64, seed=cfg.seed,
-                                         search_roots=(os.path.dirname(cfg.data_root), cfg.data_root))
-    theta = torch.as_tensor(np.stack([params[i]["params"] for i in range(n)])).to(device)
-    settings = SyntheticSettings(cube=cfg.cube, size=cfg.input_size, depth_range=cfg.synth_depth_range)
-    synth = render_synthetic_batch(theta, layer, cfg.camera, settings, torch.Generator().manual_seed(cfg.seed))
-    save_crops_with_skeletons(os.path.join(out, "synthetic_crops.png"), synth["depth"][:, 0].cpu().numpy(),
-                              [(synth["mano_joints_uvd_norm"].cpu().numpy(), "red")])
-    save_crops_with_skeletons(os.path.join(out, "standin_real_crops.png"), b["depth"][:n, 0].cpu().numpy(),
-                              [(b["joints_uvd_norm"][:n].cpu().numpy(), "white"),
-                               (uvd_to_norm_uvd(xyz_to_uvd(to_nyu14(pred.final.pwe_mm[:n]), cfg.camera),
-                                                b["center_xyz"][:n], b["cube"][:n], b["M"][:n],
-                                                cfg.input_size).cpu().numpy(), "red")])
-    print(f"demo outputs written to {out}: predictions, eval/ (scores, success curve, per-joint errors), "
-          "synthetic_crops.png, standin_real_crops.png, rendered_vs_observed.png. The network is untrained: "
-          "its errors only show that the pipeline runs end to end.")
+    base = dataclasses.replace(cfg, demo=False, mano_path=mano_path, data_root=tree, output_dir=out)
+    print(f"demo profile: width {cfg.width:g} (the paper's network is width 1), batch {cfg.batch_size}, transfer="
+          f"{cfg.transfer} (no Consis-CycleGAN: synthetic crops enter untranslated), {cfg.max_epoch} epochs per phase")
+    t0 = time.time()
+    pre_iters = cfg.iters_per_epoch if cfg.iters_per_epoch != DEMO_PROFILE["iters_per_epoch"] else \
+        DEMO_PRETRAIN_ITERS // cfg.max_epoch
+    fine_iters = cfg.iters_per_epoch if cfg.iters_per_epoch != DEMO_PROFILE["iters_per_epoch"] else \
+        DEMO_FINETUNE_ITERS // cfg.max_epoch
+    pre = dataclasses.replace(base, phase="train", train_stage="pretrain", run_name="pretrain",
+                              iters_per_epoch=max(pre_iters, 1))
+    pre_out = os.path.join(out, "pretrain")
+    os.makedirs(pre_out, exist_ok=True)
+    pre_res = train(pre, pre_out, device)
+    fine = dataclasses.replace(base, phase="train", train_stage="finetune", run_name="finetune",
+                               finetune_dir=os.path.join(pre_out, "latest.pth"), iters_per_epoch=max(fine_iters, 1))
+    fine_out = os.path.join(out, "finetune")
+    os.makedirs(fine_out, exist_ok=True)
+    fine_res = train(fine, fine_out, device)
+    rows = [("pre-trained (synthetic only)", r) for r in pre_res["results"]] + \
+           [("fine-tuned (self-supervised)", r) for r in fine_res["results"]]
+    table = score_table(rows)
+    print("\n" + table)
+    print(f"demo finished in {time.time() - t0:.0f} s on {device} (width {cfg.width:g}, batch {cfg.batch_size}); run "
+          f"folders {pre_out} and {fine_out}: checkpoints, result files, test_scores.json, loss_curves.png, "
+          "success_curves_v*.png, TensorBoard events in runs/")
+    with open(os.path.join(out, "demo_table.txt"), "w") as f:
+        f.write(table + "\n")
+    return table
 
 
-def test_joints_mm(batch: dict) -> torch.Tensor:
-    """Ground-truth NYU-14 joints of a loader batch in mm (camera frame, y down)."""
-    from util.geometry import norm_xyz_to_xyz
+# ------------------------------------------------------------------------------------------------------
+# entry point
+# ------------------------------------------------------------------------------------------------------
+def _explicit_keys(argv: Sequence[str]) -> set[str]:
+    from config import _split_args
 
-    return norm_xyz_to_xyz(batch["joints_xyz_norm"].double(), batch["center_xyz"].double(), batch["cube"].double())
+    return {k for k, _ in _split_args(argv)}
+
+
+def apply_demo_profile(cfg: Config, argv: Sequence[str]) -> Config:
+    """``demo=true``: the :data:`DEMO_PROFILE` overrides for every key not given on the command line."""
+    given = _explicit_keys(argv)
+    return dataclasses.replace(cfg, **{k: v for k, v in DEMO_PROFILE.items() if k not in given})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = load_config(argv)
+        if cfg.demo:
+            cfg = apply_demo_profile(cfg, argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    seed_everything(cfg.seed)
+    out = run_dir(cfg)
+    os.makedirs(out, exist_ok=True)
+    cfg.save_json(os.path.join(out, "config.json"))
+    device = resolve_device(cfg)
+    print(f"run folder: {out} (resolved config in config.json); device: {device}")
+    try:
+        if cfg.demo:
+            run_demo(cfg, out, device)
+        elif cfg.train_stage == "transfer":
+            from model.transfer_train import train_transfer
+
+            train_transfer(cfg, out, _dist_info(cfg))
+        elif cfg.phase == "annotate":
+            from util.annotate import annotate
+
+            annotate(cfg, out, _dist_info(cfg))
+        elif cfg.phase == "test":
+            test(cfg, out, device)
+        else:
+            dist = _dist_info(cfg)
+            train(cfg, out, dist.device if dist.distributed else device, dist)
+    except (ImportError, FileNotFoundError, ValueError) as err:  # missing inputs / bad values: one message
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -189,7 +189,9 @@ def build_synthetic(cfg, device: torch.device | str, stage: str, *, mano_layer=N
     params = synthetic.SyntheticParams.from_source(
         cfg.hands_para_dir, hands_coeffs, n_builtin=getattr(cfg, "synth_builtin_poses", 20000), seed=seed,
         pose_noise=cfg.synth_pose_noise, cube=cfg.cube,
-        search_roots=(os.path.dirname(os.path.abspath(cfg.data_root)), cfg.data_root))
+        search_roots=(os.path.dirname(os.path.abspath(cfg.data_root)), cfg.data_root),
+        **{k: getattr(cfg, f"synth_builtin_{k}") for k in ("rotation",) if hasattr(cfg, f"synth_builtin_{k}")},
+        **({"cone_deg": cfg.synth_builtin_cone_deg} if hasattr(cfg, "synth_builtin_cone_deg") else {}))
     settings_cls = getattr(synthetic, "SyntheticSettings", None)
     kw = _synthetic_settings(cfg, view_aug)
     if settings_cls is not None:  # H1's frozen settings dataclass (issue 10)
