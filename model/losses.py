@@ -9,12 +9,14 @@ Groups:
   :func:`map_distillation_loss`, :func:`pwe_joint_distillation_loss`, :func:`mpe_joint_distillation_loss`,
   :func:`mpe_mesh_distillation_loss`, :func:`p2m_loss`;
 - real-batch model-fitting terms: :func:`collision_loss`, :func:`icp_loss`, :func:`part_icp_loss`,
-  :func:`m2d_loss`, :func:`m2p_selection`, :func:`m2p_loss`.
+  :func:`prediction_collision_loss`, :func:`m2d_loss`, :func:`m2p_selection`, :func:`m2p_loss`.
 
 Units: PWE joints and maps in norm-uvd of the 128 x 128 crop, MANO joints / vertices in norm-xyz of the crop,
 depth crops normalised to [-1, 1] with background +1 (a pixel is foreground when < 0.99).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,9 @@ from torch import Tensor
 
 from model.offsets import OFFSET_KERNEL, encode_offsets
 from render.mano_params import layout_for
+from render.mesh_distance import point_mesh_sqdist, point_part_sqdist
+from render.spheres import DIST_EPS, HandSpheres, collision_mask, hand_spheres
+from util.joints import NUM_PARTS, TIP_PARTS
 
 #: Huber threshold in normalised units (about 1.25 mm for the NYU cube)
 HUBER_DELTA = 0.01
@@ -147,3 +152,170 @@ def p2m_loss(mano_joints_uvd: Tensor, teacher_pwe_uvd: Tensor, delta: float = HU
     Theta1 against ``sg(dec(P1))``. Official weight ``coord_weight`` = 100."""
     _check_last("p2m_loss", mano_joints_uvd, 3, 3)
     return huber(mano_joints_uvd, teacher_pwe_uvd.detach(), delta)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# real batch: model-fitting terms (collision, data-to-model ICP, part-aware ICP, model-to-data depth) and M2P
+# ------------------------------------------------------------------------------------------------------------
+#: the official foreground test of normalised crops (``lt(0.99)``)
+FOREGROUND = 0.99
+#: the official row outlier threshold of the collision term (norm-xyz units summed over one sphere's pairs)
+COLLISION_ROW_THRESHOLD = 0.1
+#: M2P: a sample's depth agreement must be below this (norm units, ~5 mm at cube 250)
+M2P_DEPTH_THRESHOLD = 0.04
+#: M2P: d2m and per-part ICP values below this count as a good fit (norm units^2, RMS ~3.95 mm at cube 250)
+M2P_FIT_THRESHOLD = 1e-3
+#: official ``1e-8`` guards of the m2d / M2P / part-ICP denominators
+_DEN_EPS = 1e-8
+
+
+def collision_loss(spheres: HandSpheres, row_threshold: float = COLLISION_ROW_THRESHOLD) -> Tensor:
+    """Sphere self-collision penalty (official ``calculate_coll``), unweighted (``coll_weight`` = 1).
+
+    Penetration ``e_ij = max(r_i + r_j - sqrt(|c_i - c_j|^2 + 1e-8), 0) * mask_ij`` over the 3,408 active pairs of
+    :func:`render.spheres.collision_mask`; each sphere's row sum ``rho_bi = sum_j e_bij`` is kept only when
+    ``rho_bi < row_threshold`` (the outlier rule is **per sphere row**, not per sample: docs/DEVIATIONS.md,
+    losses); loss = mean over (B, 66) of the kept row sums (each pair counted in both rows).
+
+    Build the spheres with the **detached** mesh, ``hand_spheres(layer, joints, verts.detach())``, or use
+    :func:`prediction_collision_loss`, which does so.
+
+    Args:
+        spheres: HandSpheres, centres (B, 66, 3) and radii (B, 66), norm-xyz.
+    Returns:
+        scalar.
+    """
+    c, r = spheres.centres, spheres.radii
+    diff = c.unsqueeze(2) - c.unsqueeze(1)  # (B, 66, 66, 3)
+    dist = torch.sqrt(diff.square().sum(-1) + DIST_EPS)
+    pen = torch.clamp(r.unsqueeze(2) + r.unsqueeze(1) - dist, min=0.0)
+    pen = pen * collision_mask(c.device).to(c.dtype)
+    rows = pen.sum(-1)  # (B, 66)
+    keep = (rows.detach() < row_threshold).to(rows.dtype)  # a constant mask, as in the official code
+    return (rows * keep).mean()
+
+
+def prediction_collision_loss(layer, joints: Tensor, verts: Tensor,
+                              row_threshold: float = COLLISION_ROW_THRESHOLD) -> Tensor:
+    """Collision term of one prediction: ``L_coll(J_xyz(Theta), sg(V(Theta)))``.
+
+    Args:
+        layer: ``ManoLayer`` (its regressor support defines the radii).
+        joints: (B, 21, 3) predicted MANO joints, norm-xyz (centres and radii get gradient through them).
+        verts: (B, 779, 3) predicted mesh, norm-xyz (detached here: the mesh gets no gradient from this term).
+    """
+    return collision_loss(hand_spheres(layer, joints, verts.detach()), row_threshold)
+
+
+def icp_loss(points: Tensor, verts: Tensor, faces: Tensor, **distance_kw) -> Tensor:
+    """Data-to-model ICP (official ``ICPLoss``): per sample, the mean over the P points of the squared **exact**
+    point-to-triangle distance (norm units^2) to the nearest face of the closed mesh; points -> mesh only.
+
+    Args:
+        points: (B, P, 3) norm-xyz (Q_all, constants). verts: (B, 779, 3) predicted mesh, norm-xyz.
+        faces: (1554, 3) ``ManoLayer.faces_closed``.
+        distance_kw: passed to ``render.mesh_distance.point_mesh_sqdist`` (backend, search, chunk_pairs).
+    Returns:
+        (B,) per-sample values; the loss is their mean (weight ``model_weight`` = 1).
+    """
+    return point_mesh_sqdist(points, verts, faces, **distance_kw).mean(dim=-1)
+
+
+def part_icp_loss(points: Tensor, labels: Tensor, verts: Tensor, faces: Tensor,
+                  part_face_ids: Tensor | Sequence[Tensor], **distance_kw) -> Tensor:
+    """Part-aware ICP (official ``JointICPLoss``): for part k = 1..K, the mean over the points labelled k **with a
+    non-zero distance** of the squared exact distance to the nearest face of part k; 0 when there is none.
+
+    ``value = sum d / (count + 1e-8)`` as in the official code. Points labelled 0 (palm) do not enter.
+
+    Args:
+        points: (B, P, 3) norm-xyz (Q_fin). labels: (B, P) int64 in 0..K (``segment_points``).
+        verts: (B, 779, 3) predicted mesh. faces: (1554, 3) ``ManoLayer.faces_closed``.
+        part_face_ids: ``ManoLayer.part_bits`` (F,) int64 or K face-id tensors (``ManoLayer.part_face_ids``).
+        distance_kw: passed to ``render.mesh_distance.point_part_sqdist``.
+    Returns:
+        (B, K) (K = 15); the loss is its mean over parts and batch (weight ``partICP_weight`` = 1).
+    """
+    n_parts = NUM_PARTS if isinstance(part_face_ids, Tensor) else len(part_face_ids)
+    d = point_part_sqdist(points, verts, faces, part_face_ids, labels, **distance_kw)  # (B, P), 0 for label 0
+    parts = torch.arange(1, n_parts + 1, device=labels.device).view(1, -1, 1)
+    member = (labels.unsqueeze(1) == parts) & (d.detach() > 0).unsqueeze(1)  # (B, K, P)
+    total = (d.unsqueeze(1) * member.to(d.dtype)).sum(-1)
+    count = member.sum(-1).to(d.dtype)
+    return torch.where(count > 0, total / (count + _DEN_EPS), torch.zeros_like(total))
+
+
+def m2d_loss(real_crop: Tensor, rendered_crop: Tensor) -> Tensor:
+    """Model-to-data depth term: masked L1 between the hand-cropped real crop and the hand-cropped render.
+
+    ``U = [real < 0.99] | [rendered < 0.99]`` (union of foregrounds, a constant mask);
+    ``e_b = sum_p |real - rendered| U / (sum_p U + 1e-8)``. Gradient only through the rendered depth values.
+
+    Args:
+        real_crop, rendered_crop: (B, 1, H, W) normalised crops (both after ``crop_hand`` with the teacher's box).
+    Returns:
+        (B,) per-sample values; the loss is their mean (weight ``0.1 * model_weight``).
+    """
+    if real_crop.shape != rendered_crop.shape:
+        raise ValueError(f"m2d_loss: shapes differ, {tuple(real_crop.shape)} vs {tuple(rendered_crop.shape)}")
+    union = ((real_crop < FOREGROUND) | (rendered_crop.detach() < FOREGROUND)).to(rendered_crop.dtype)
+    diff = (real_crop - rendered_crop).abs() * union
+    return diff.flatten(1).sum(-1) / (union.flatten(1).sum(-1) + _DEN_EPS)
+
+
+def m2p_selection(real_crop: Tensor, rendered_crop: Tensor, icp: Tensor, part_icp: Tensor,
+                  depth_threshold: float = M2P_DEPTH_THRESHOLD, fit_threshold: float = M2P_FIT_THRESHOLD,
+                  *, foreground: float = FOREGROUND) -> tuple[Tensor, Tensor, Tensor]:
+    """The confidence rule of M2P: which (sample, joint) pairs of the stage-2 MANO prediction teach the PWE.
+
+    - depth agreement: ``a_b = sum |real - rendered| I / (sum U + 1e-8)`` with the intersection
+      ``I = [real < fg] & [rendered < fg]`` in the numerator and the union ``U`` in the denominator;
+      ``depth_ok = a_b < depth_threshold`` (a sample whose foregrounds do not overlap has a_b = 0 and passes);
+    - global fit: ``fit_ok = icp < fit_threshold`` (stage-2 d2m per sample);
+    - per-joint fit: part k reliable when ``part_icp[:, k-1] < fit_threshold`` (a part without points has value 0:
+      reliable); joint mask = [wrist: always; joint j = 1..15: part j; tips 16..20: parts 3, 6, 9, 12, 15].
+
+    All outputs are constant bool masks (no gradient). ``joint_mask`` is not combined with the per-sample tests:
+    the M2P selection is ``(depth_ok & fit_ok)[:, None] & joint_mask``.
+
+    Args:
+        real_crop, rendered_crop: (B, 1, H, W) hand-cropped real crop and stage-2 render.
+        icp: (B,) stage-2 :func:`icp_loss`. part_icp: (B, 15) stage-2 :func:`part_icp_loss`.
+        foreground: foreground threshold (0.99; the single-stage ablation uses 0.95 and the uncropped render).
+    Returns:
+        depth_ok (B,), fit_ok (B,), joint_mask (B, 21), all bool.
+    """
+    with torch.no_grad():
+        real, rend = real_crop.detach(), rendered_crop.detach()
+        fg_real, fg_rend = real < foreground, rend < foreground
+        inter = (fg_real & fg_rend).to(real.dtype)
+        union = (fg_real | fg_rend).to(real.dtype)
+        agree = ((real - rend).abs() * inter).flatten(1).sum(-1) / (union.flatten(1).sum(-1) + _DEN_EPS)
+        depth_ok = agree < depth_threshold
+        fit_ok = icp.detach() < fit_threshold
+        part_ok = part_icp.detach() < fit_threshold  # (B, 15)
+        wrist = torch.ones_like(part_ok[:, :1])
+        joint_mask = torch.cat((wrist, part_ok, part_ok[:, [p - 1 for p in TIP_PARTS]]), dim=1)
+    return depth_ok, fit_ok, joint_mask
+
+
+def m2p_loss(pwe_joints_uvd: Tensor, mano_joints_uvd: Tensor, selection: Tensor,
+             delta: float = HUBER_DELTA) -> Tensor:
+    """M2P (MPE -> PWE): Huber between the stage-2 decoded PWE joints and the **detached** stage-2 MANO joints, both
+    (B, 21, 3) norm-uvd, averaged over the selected (sample, joint) pairs and their 3 coordinates only.
+
+    ``selection`` (B, 21) bool = ``(depth_ok & fit_ok)[:, None] & joint_mask`` (:func:`m2p_selection`). With no
+    pair selected the loss is exactly 0 (a count-based test: docs/DEVIATIONS.md, losses), still attached to the
+    graph. Official weight ``coord_weight * M2P_weight`` = 100.
+    """
+    _check_last("m2p_loss", pwe_joints_uvd, 3, 3)
+    if selection.shape != pwe_joints_uvd.shape[:2] or selection.dtype != torch.bool:
+        raise ValueError(f"m2p_loss: selection must be bool {tuple(pwe_joints_uvd.shape[:2])}, got "
+                         f"{selection.dtype} {tuple(selection.shape)}")
+    target = mano_joints_uvd.detach()
+    sel = selection.detach().unsqueeze(-1)
+    # unselected pairs are replaced by their target: zero residual and zero gradient, no host sync on the count
+    pred = torch.where(sel, pwe_joints_uvd, target)
+    per_element = F.huber_loss(pred, target, reduction="none", delta=delta)
+    count = sel.sum() * pwe_joints_uvd.shape[-1]
+    return per_element.sum() / count.clamp_min(1).to(per_element.dtype)
