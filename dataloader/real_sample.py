@@ -1,0 +1,57 @@
+"""One real training / test sample from a full depth frame: crop, optional augmentation, normalised labels.
+
+Shared by the ICVL and MSRA loaders (:mod:`dataloader.icvl`, :mod:`dataloader.msra`); it builds exactly the
+item dict of :class:`dataloader.nyu.NYUDataset` (same keys, shapes and conventions), so the trainer uses every
+data set unchanged:
+
+- ``depth`` (1, S, S) float32 in [-1, 1], background +1 (DeepPrior++ crop with the ``premax`` quirk);
+- ``joints_xyz_norm`` (J, 3) ``(X - C) / (cube / 2)``; ``joints_uvd_norm`` (J, 3) crop-normalised uvd;
+- ``center_xyz`` (3,) mm; ``cube`` (3,) mm; ``M`` (3, 3) full image -> crop pixels; ``index`` frame index.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from dataloader.augment import AugParams, augment_crop, sample_aug_params
+from dataloader.crop import crop_depth_mm, normalize_crop
+from util.geometry import uvd_to_norm_uvd, xyz_to_norm_xyz, xyz_to_uvd
+
+
+def draw_aug(max_shift: float, max_scale: float, max_rotation: float) -> AugParams:
+    """One augmentation draw from torch's generator (seeded per DataLoader worker: reproducible runs)."""
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+    return sample_aug_params(rng, max_shift, max_scale, max_rotation)
+
+
+def make_sample(depth_mm: np.ndarray, joints_xyz: np.ndarray, center_xyz: np.ndarray, cube: np.ndarray,
+                camera: Sequence[float], size: int, crop_sampling: str, index: int,
+                aug: AugParams | None = None) -> dict:
+    """Crop ``depth_mm`` around ``center_xyz`` and return the item dict of the module docstring.
+
+    Args:
+        depth_mm: (H, W) full frame in mm (0 or beyond the cube = no surface).
+        joints_xyz: (J, 3) labels in mm, camera frame, y down.
+        center_xyz: (3,) crop centre mm; cube: (3,) cube edges mm.
+        camera: (fx, fy, cx, cy); size: crop size in pixels; crop_sampling: 'warp' | 'resize'.
+        index: frame index reported as ``index``.
+        aug: augmentation to apply (None = none).
+    """
+    center, cube = np.asarray(center_xyz, np.float64).copy(), np.asarray(cube, np.float64).copy()
+    joints = np.asarray(joints_xyz, np.float64)
+    crop, M = crop_depth_mm(depth_mm, center, cube, camera, size, crop_sampling)
+    premax = float(crop.max())  # before augmentation (docs/method.md, premax quirk)
+    if aug is not None:
+        res = augment_crop(crop, joints, center, cube, M, camera, aug)
+        crop, center, cube, M, joints = res.crop_mm, res.center_xyz, res.cube, res.M, res.joints_xyz
+    xyz_n = xyz_to_norm_xyz(joints, center, cube)
+    uvd_n = uvd_to_norm_uvd(xyz_to_uvd(joints, camera), center, cube, M, size)
+    return {"depth": torch.from_numpy(normalize_crop(crop, premax, center[2], cube[2]))[None],
+            "center_xyz": torch.as_tensor(center, dtype=torch.float32),
+            "cube": torch.as_tensor(cube, dtype=torch.float32),
+            "M": torch.as_tensor(M, dtype=torch.float32),
+            "index": int(index),
+            "joints_xyz_norm": torch.as_tensor(xyz_n, dtype=torch.float32),
+            "joints_uvd_norm": torch.as_tensor(uvd_n, dtype=torch.float32)}
