@@ -30,8 +30,12 @@ class DataFileError(ValueError):
 
 
 def _require_file(path: PathLike, what: str) -> str:
+    """``path`` as a str; FileNotFoundError when nothing is there, DataFileError for a directory or device."""
     p = os.fspath(path)
     if not os.path.isfile(p):
+        if os.path.exists(p):
+            kind = "a directory" if os.path.isdir(p) else "not a regular file"
+            raise DataFileError(f"{p}: is {kind}; expected the {what}")
         raise FileNotFoundError(f"{what} not found: {p}")
     return p
 
@@ -39,21 +43,25 @@ def _require_file(path: PathLike, what: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 # depth PNG: depth_mm = (G << 8) | B, R unused (formats.md §3.2)
 # ----------------------------------------------------------------------------------------------------
-def decode_depth(path: PathLike) -> np.ndarray:
+def decode_depth(path: PathLike, shape: tuple[int, int] = (480, 640)) -> np.ndarray:
     """Read an NYU depth (or synthdepth) PNG.
 
     Args:
         path: a 3x8-bit PNG whose green byte is the high and blue byte the low byte of the depth.
+        shape: (height, width) the frame must have. The PNG header is checked against it (and 8-bit RGB)
+            *before* decoding, so a wrong-size, huge or non-PNG file is refused without decoding it.
     Returns:
         (H, W) float32 depth in mm (640x480 frames give (480, 640)); real frames use 2001 for missing/far
         depth, synthdepth frames 0 for background.
     """
     p = _require_file(path, "depth PNG")
+    check_depth_png(p, shape)  # a 20000x20000 PNG would decode to gigabytes; a JPEG named .png is refused
     img = cv2.imread(p, cv2.IMREAD_UNCHANGED)  # BGR order; None when the file cannot be decoded
     if img is None:
         raise DataFileError(f"{p}: cannot decode PNG (corrupt or not an image)")
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise DataFileError(f"{p}: expected an 8-bit 3-channel NYU depth PNG, got {img.shape} {img.dtype}")
+    if img.shape != (*shape, 3) or img.dtype != np.uint8:  # the header said so; the decoder must agree
+        raise DataFileError(f"{p}: expected an 8-bit 3-channel NYU depth PNG of {shape[1]}x{shape[0]}, got "
+                            f"{img.shape} {img.dtype}")
     # widen before shifting: uint8 << 8 overflows (the numpy-2 pitfall of the official reader)
     depth = (img[:, :, 1].astype(np.uint16) << 8) | img[:, :, 0].astype(np.uint16)
     return depth.astype(np.float32)
@@ -142,6 +150,15 @@ class JointData:
         return int(self.joint_xyz.shape[1])
 
 
+def _matlab_kind(value) -> str:
+    """What a MATLAB variable read by scipy holds, for messages (cell / struct / char / ...)."""
+    if not isinstance(value, np.ndarray):
+        return type(value).__name__
+    kind = {"O": "a cell array", "V": "a struct", "U": "a char array (text)", "S": "a char array (text)",
+            "c": "a complex array", "b": "a logical array"}.get(value.dtype.kind, f"dtype {value.dtype}")
+    return f"{kind} of shape {value.shape}"
+
+
 def _cell_strings(cell: np.ndarray) -> tuple[str, ...]:
     """scipy's view of a MATLAB cell array of strings (any orientation) -> tuple of str."""
     out = []
@@ -165,7 +182,11 @@ def load_joint_data(path: PathLike) -> JointData:
         if key not in mat:
             found = sorted(k for k in mat if not k.startswith("__"))
             raise DataFileError(f"{p}: missing variable '{key}' (found {found})")
-        a = np.asarray(mat[key], dtype=np.float64)
+        stored = mat[key]
+        if not isinstance(stored, np.ndarray) or stored.dtype.kind not in "fiu":
+            raise DataFileError(f"{p}: '{key}' must be a numeric (views, N, 36, 3) array, got "
+                                f"{_matlab_kind(stored)}")
+        a = np.asarray(stored, dtype=np.float64)
         if a.ndim != 4 or a.shape[2] != 36 or a.shape[3] != 3 or a.shape[0] < 1:
             raise DataFileError(f"{p}: '{key}' must be (views, N, 36, 3), got {a.shape}")
         arrays[key] = a
@@ -216,13 +237,37 @@ def write_joint_data(path: PathLike, joint_uvd: np.ndarray, joint_xyz: np.ndarra
 # ----------------------------------------------------------------------------------------------------
 # centre files (formats.md §3.6): one line per frame, "x y z" mm or "invalid"
 # ----------------------------------------------------------------------------------------------------
-def load_centers(path: PathLike, num_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def center_problems(centers: np.ndarray, z_range: tuple[float, float]) -> dict[int, str]:
+    """Rows of (N, 3) centres (mm; NaN rows = ``invalid``, ignored) that no sensor can have produced.
+
+    A centre needs ``z_range[0] <= z <= z_range[1]`` (a tiny z asks for a huge crop, z = 0 divides by zero) and
+    ``|x|, |y| <= z`` (within 45 degrees of the optical axis: every depth camera here sees less). Returns
+    {row: reason}.
+    """
+    lo, hi = z_range
+    out = {}
+    c = np.asarray(centers, np.float64)
+    ok = np.isfinite(c).all(1)
+    z = c[:, 2]
+    for i in np.flatnonzero(ok & ~((z >= lo) & (z <= hi))):
+        out[int(i)] = f"centre z = {z[i]:.6g} mm outside the plausible range {lo:g}-{hi:g} mm"
+    for i in np.flatnonzero(ok & (z >= lo) & (z <= hi) & (np.abs(c[:, :2]).max(1) > z)):
+        out[int(i)] = (f"centre ({c[i, 0]:.6g}, {c[i, 1]:.6g}, {z[i]:.6g}) mm lies outside the camera's view "
+                       "(need |x|, |y| <= z)")
+    return out
+
+
+def load_centers(path: PathLike, num_frames: int | None = None, *, z_range: tuple[float, float] | None = None,
+                 frames_source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a refined-centre file.
 
     Args:
         path: text file, one line per frame: three numbers (mm, camera frame; the frame convention y-up/down
             depends on the file, see :mod:`dataloader.nyu`) or the word ``invalid`` (no hand in that frame).
         num_frames: if given, the file must have exactly this many lines.
+        z_range: if given, (min, max) mm: a centre outside it (or off the camera's view, see
+            :func:`center_problems`) is an error naming its line.
+        frames_source: the file ``num_frames`` was counted in (named in the count-mismatch message).
     Returns:
         centres (N, 3) float64 (NaN rows for ``invalid``) and valid (N,) bool.
     """
@@ -246,7 +291,15 @@ def load_centers(path: PathLike, num_frames: int | None = None) -> tuple[np.ndar
         if not np.all(np.isfinite(out[i])) or out[i, 2] <= 0:
             raise DataFileError(f"{p}, line {i + 1}: centre must be finite with z > 0 mm, got {line[:60]!r}")
     if num_frames is not None and len(lines) != num_frames:
-        raise DataFileError(f"{p}: {len(lines)} centre lines, expected one per frame ({num_frames})")
+        counted = f" of {frames_source}" if frames_source else ""
+        raise DataFileError(f"{p}: {len(lines)} centre lines, but the {num_frames} frames{counted} need one "
+                            "line each (the two files do not belong together)")
+    if z_range is not None:
+        problems = center_problems(out, z_range)
+        if problems:
+            row = min(problems)
+            raise DataFileError(f"{p}, line {row + 1}: {problems[row]} ({len(problems)} such lines; "
+                                "config key center_depth_range sets the range)")
     return out, np.isfinite(out[:, 0])
 
 

@@ -36,10 +36,10 @@ from torch.utils.data import Dataset
 
 from dataloader.augment import AugParams, augment_crop, sample_aug_params
 from dataloader.crop import CROP_SAMPLINGS, crop_depth, crop_depth_mm, normalize_crop
-from dataloader.depth_io import (DataFileError, JointData, check_depth_png, decode_depth, depth_png_name,
-                                 describe_invalid_joint, invalid_joints, list_dir, load_centers,
+from dataloader.depth_io import (DataFileError, JointData, center_problems, check_depth_png, decode_depth,
+                                 depth_png_name, describe_invalid_joint, invalid_joints, list_dir, load_centers,
                                  load_joint_data)
-from util.camera import CUBE_SIZES, NYU_CAMERA
+from util.camera import CENTER_DEPTH_RANGES, CUBE_SIZES, NYU_CAMERA
 from util.geometry import (flip_y, norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_norm_uvd, xyz_to_norm_xyz,
                            xyz_to_uvd)
 from util.joints import NYU36_TO_MANO21, NYU_EVAL_14, NYU_TEST_FRAMES, NYU_TEST_SPLIT
@@ -80,14 +80,17 @@ def find_center_file(root: Path, split: str, view: int) -> tuple[Path, str]:
     unflipped); the V2V/AWR single file ``center_{split}_refined.txt`` (Kinect 1 only) is y-up.
     """
     split_dir = root / split
-    tried = [split_dir / f"center_{split}_{view - 1}_refined.txt"]
-    if tried[0].is_file():
-        return tried[0], "y_down"
+    candidates = [(split_dir / f"center_{split}_{view - 1}_refined.txt", "y_down")]
     if view == 1:
-        for p in (split_dir / f"center_{split}_refined.txt", root / f"center_{split}_refined.txt"):
-            tried.append(p)
-            if p.is_file():
-                return p, "y_up"
+        candidates += [(split_dir / f"center_{split}_refined.txt", "y_up"), (root / f"center_{split}_refined.txt",
+                                                                          "y_up")]
+    tried = [p for p, _ in candidates]
+    for p, frame in candidates:
+        if p.is_file():
+            return p, frame
+        if p.exists():  # never fall back past a broken first choice to another file (another frame convention)
+            raise DataFileError(f"{p}: is {'a directory' if p.is_dir() else 'not a regular file'}; expected "
+                                f"the refined-centre text file of split {split!r}, view {view}")
     raise FileNotFoundError(f"no refined-centre file for split {split!r}, view {view}; tried "
                             + ", ".join(str(p) for p in tried)
                             + " (or pass center_file=..., or center_type='joint_mean' which uses the labels)")
@@ -171,7 +174,11 @@ class NYUDataset(Dataset):
             A frame that still fails to decode later raises (never replaced by another frame, which would
             misalign predictions and ground truth). Without it, the first bad label or missing PNG stops
             construction and a corrupt PNG stops ``__getitem__``, each with an error naming the file.
-        image_shape: (height, width) of the depth PNGs, checked with ``skip_bad``.
+        image_shape: (height, width) of the depth PNGs: their header is checked before decoding (with
+            ``skip_bad`` for every frame at construction).
+        center_depth_range: (min, max) mm a crop centre's z may take; centres outside it or off the camera's
+            view (:func:`dataloader.depth_io.center_problems`) stop construction naming the file and line, or
+            are skipped and counted with ``skip_bad``.
         crop_sampling: ``resize`` (default: the official ``cv2.resize`` nearest, bit-exact with the official
             loader, about half a frame pixel up-left of the rendered crops) or ``warp`` (crop pixel = frame pixel
             nearest to ``M^-1 (j, i)``: lines up with rendered crops; docs/DEVIATIONS.md "Data and crops").
@@ -187,7 +194,8 @@ class NYUDataset(Dataset):
                  test_cube_split: int = NYU_TEST_SPLIT, test_cube_scale: float = 5.0 / 6.0,
                  standard_test_frames: int = NYU_TEST_FRAMES, depth_kind: str = "depth",
                  joints21: bool = False, frames: Sequence[int] | None = None, skip_bad: bool = False,
-                 image_shape: tuple[int, int] = (480, 640), crop_sampling: str = "resize",
+                 image_shape: tuple[int, int] = (480, 640),
+                 center_depth_range: tuple[float, float] = CENTER_DEPTH_RANGES["nyu"], crop_sampling: str = "resize",
                  point_labels=None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -228,10 +236,18 @@ class NYUDataset(Dataset):
             else:
                 cpath = Path(center_file)
                 presumed = "y_down" if _PER_VIEW_CENTER.search(cpath.name) else "y_up"
-            raw, _ = load_centers(cpath, num_frames=n)
+            raw, _ = load_centers(cpath, num_frames=n, frames_source=str(self.dir / "joint_data.mat"))
             self.center_frame = resolve_center_frame(raw, self._joints14, presumed, center_frame, str(cpath))
             centers = raw if self.center_frame == "y_down" else yup_to_ydown(raw)
         self._centers = centers
+        self.center_depth_range = (float(center_depth_range[0]), float(center_depth_range[1]))
+        self._center_problems = center_problems(centers, self.center_depth_range)
+        if self._center_problems and not skip_bad:
+            row = min(self._center_problems)
+            source = (f"{cpath}, line {row + 1}" if center_type == "refine"
+                      else f"{self.dir / 'joint_data.mat'}: frame index {row} (joint_mean centre)")
+            raise DataFileError(f"{source}: {self._center_problems[row]} ({len(self._center_problems)} such "
+                                "frames; center_depth_range sets the range, skip_bad=True skips them)")
 
         self._cubes = np.full((n, 3), float(cube), np.float64)
         if split == "test" and n == standard_test_frames:
@@ -264,6 +280,10 @@ class NYUDataset(Dataset):
             reasons[int(f)] = ("bad label", label_problem(int(f)))
         for f in cand[~np.isfinite(self._centers[cand]).all(1)]:
             reasons.setdefault(int(f), ("'invalid' centre", f"frame index {f} has no hand"))
+        for f in cand:
+            if int(f) in self._center_problems:
+                reasons.setdefault(int(f), ("implausible centre",
+                                            f"frame index {f}: {self._center_problems[int(f)]}"))
         for f in missing:
             reasons.setdefault(f, ("missing PNG", f"not found: {self.dir / self._png_name(f)}"))
         if self.skip_bad:  # validate every remaining PNG now, so that the frame list is final
@@ -302,7 +322,7 @@ class NYUDataset(Dataset):
         """Frame index and depth (mm) of item i; a file that fails here raises, naming it (no substitute)."""
         frame = int(self.frames[i])
         try:
-            return frame, decode_depth(self.dir / self._png_name(frame))
+            return frame, decode_depth(self.dir / self._png_name(frame), self.image_shape)
         except (DataFileError, FileNotFoundError) as e:
             if not self.skip_bad:
                 raise

@@ -18,7 +18,7 @@ def test_depth_png_round_trip_full_uint16_range(tmp_path):
     depth[1, :2] = [2001, 731]
     path = tmp_path / "depth_1_0000001.png"
     write_depth_png(path, depth)
-    back = decode_depth(path)
+    back = decode_depth(path, depth.shape)
     assert back.dtype == np.float32 and back.shape == depth.shape
     np.testing.assert_array_equal(back, depth)
     # independent decode of the stored bytes: OpenCV's BGR order, green = high byte, blue = low byte, red = 0
@@ -31,7 +31,7 @@ def test_depth_png_round_trip_full_uint16_range(tmp_path):
     write_depth_png(small, depth, compression=9)
     for p in (fast, small):
         check_depth_png(p, depth.shape)
-        np.testing.assert_array_equal(decode_depth(p), depth)
+        np.testing.assert_array_equal(decode_depth(p, depth.shape), depth)
     assert small.stat().st_size < fast.stat().st_size
 
 
@@ -60,7 +60,7 @@ def test_depth_errors_name_the_file(tmp_path):
         decode_depth(bad)
     gray = tmp_path / "gray16.png"
     cv2.imwrite(str(gray), np.full((4, 4), 700, np.uint16))
-    with pytest.raises(DataFileError, match="gray16.png.*8-bit 3-channel"):
+    with pytest.raises(DataFileError, match="gray16.png.*8-bit RGB PNG"):
         decode_depth(gray)
 
 
