@@ -19,7 +19,7 @@ from render.mano_layer import DSF_GLOBAL_SCALE, ManoLayer
 from render.mano_params import LAYOUT_AXIS_ANGLE as LAYOUT
 from render.standin import load_standin
 from bench.timing import median_seconds
-from tests.render.test_mano_layer import numpy_mano  # the independent float64 reference
+from tests.reference import numpy_mano  # the independent float64 reference
 
 BATCHES = (32, 1024)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from util.geometry import crop_bounds, crop_matrix, crop_resize_shape, normalize_depth, xyz_to_uvd
+from util.geometry import crop_bounds, crop_matrix, crop_resize_shape, xyz_to_uvd
 
 #: how crop pixels sample the frame (config ``crop_sampling``): ``resize`` = the official
 #: ``cv2.resize(INTER_NEAREST)`` of DeepPrior++/DSF (default; ``floor`` mapping: about half a frame pixel up-left
@@ -84,10 +84,23 @@ def normalize_crop(crop_mm: np.ndarray, premax: float, center_z: float, cube_z: 
     Pixels equal to ``premax`` (the maximum of the crop *before* augmentation) and zeros become the far plane,
     everything is clamped to ``[C_z - S_z/2, C_z + S_z/2]`` and mapped to ``(d - C_z) / (S_z/2)``
     (background +1). The quirk turns the farthest in-range pixel into background even when it is hand.
+
+    The arithmetic is the official loader's, in float32 with the planes, ``C_z`` and ``S_z/2`` rounded to float32
+    first (the official numpy's value-based casting), so crops are bit-exact with the official ones
+    (tests/dataloader/test_official_crop.py). The clamped values are therefore ``+-1`` up to two float32 ulps
+    (exactly ``+-1`` for the usual cube of 250 mm), never a different pixel class.
+    Returns a new (H, W) float32 array.
     """
-    crop = np.asarray(crop_mm, np.float32)
-    # premax pixels become "no surface" (0); the shared normaliser maps those to the far plane (+1)
-    return normalize_depth(np.where(crop == premax, np.float32(0.0), crop), center_z, cube_z).astype(np.float32)
+    crop = np.array(crop_mm, dtype=np.float32)  # a copy: the caller's crop stays in mm
+    far = np.float32(float(center_z) + float(cube_z) / 2.0)
+    near = np.float32(float(center_z) - float(cube_z) / 2.0)
+    crop[crop == np.float32(premax)] = far
+    crop[crop == 0] = far
+    crop[crop >= far] = far
+    crop[crop <= near] = near
+    crop -= np.float32(center_z)
+    crop /= np.float32(float(cube_z) / 2.0)
+    return crop
 
 
 def crop_depth(depth_mm: np.ndarray, center_xyz: Sequence[float], cube: Sequence[float], camera,

@@ -1,15 +1,13 @@
 """NYU loader pieces against the real files in ../shared/nyu: centre frame, real-frame crop, exact inverse."""
 from __future__ import annotations
 
-import math
-
-import cv2
 import numpy as np
 import pytest
 
 from dataloader.depth_io import load_centers
 from dataloader.nyu import (center_frame_offsets, crop_depth, decode_depth, norm_uvd_to_image_uvd,
                             norm_xyz_to_mm, resolve_center_frame, yup_to_ydown)
+from tests.reference import literal_crop
 from util.camera import NYU_CAMERA
 from util.geometry import uvd_to_norm_uvd, uvd_to_xyz, xyz_to_norm_xyz
 
@@ -73,50 +71,6 @@ def test_crop_normalise_inverse_returns_originals(real):
                                    atol=1e-3)
 
 
-def _reference_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128, sampling: str = "resize"):
-    """dsf-method.md §2.3-2.4 followed literally, float64, for one frame (independent of util.geometry).
-
-    ``resize``: the official cv2.resize nearest; ``warp``: crop pixel (i, j) takes the frame pixel nearest to
-    M^-1 (j, i), computed here pixel by pixel with Python rounding of the exact inverse map.
-    """
-    fx, fy, cx, cy = camera
-    x, y, z = (float(c) for c in center_xyz)
-    u_c, v_c, d_c = cx + fx * x / z, cy + fy * y / z, z
-    sx, sy, sz = cube
-    x0, x1 = math.floor(u_c - sx / 2 * fx / d_c + 0.5), math.floor(u_c + sx / 2 * fx / d_c + 0.5)
-    y0, y1 = math.floor(v_c - sy / 2 * fy / d_c + 0.5), math.floor(v_c + sy / 2 * fy / d_c + 0.5)
-    near, far = d_c - sz / 2, d_c + sz / 2
-    patch = np.zeros((y1 - y0, x1 - x0))  # zero padding outside the image
-    for i in range(y1 - y0):
-        for j in range(x1 - x0):
-            if 0 <= y0 + i < depth.shape[0] and 0 <= x0 + j < depth.shape[1]:
-                patch[i, j] = depth[y0 + i, x0 + j]
-    patch[(patch > 0) & (patch < near)] = near
-    patch[patch > far] = 0.0
-    w, h = x1 - x0, y1 - y0
-    if w > h:
-        s, width, height = size / w, size, math.floor(h * size / w)
-    else:
-        s, width, height = size / h, math.floor(w * size / h), size
-    if sampling == "resize":
-        resized = cv2.resize(patch.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
-    else:
-        resized = np.zeros((height, width))
-        for i in range(height):
-            for j in range(width):
-                pi, pj = math.floor(i / s + 0.5), math.floor(j / s + 0.5)  # M^-1 (j + ox, i + oy) - (x0, y0)
-                resized[i, j] = patch[min(pi, h - 1), min(pj, w - 1)]
-    ox, oy = math.floor(size / 2 - width / 2), math.floor(size / 2 - height / 2)
-    crop = np.zeros((size, size))
-    crop[oy:oy + height, ox:ox + width] = resized
-    premax = crop.max()
-    crop[(crop == premax) | (crop == 0)] = far
-    norm = (np.clip(crop, near, far) - d_c) / (sz / 2)
-    M = (np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]]) @ np.diag([s, s, 1.0])
-         @ np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]]))
-    return norm, M, premax, (x0, y0)
-
-
 @pytest.mark.parametrize("sampling", ["resize", "warp"])
 def test_real_frame_crop_matches_literal_spec(real, sampling):
     nyu, _, centers, _ = real
@@ -125,7 +79,7 @@ def test_real_frame_crop_matches_literal_spec(real, sampling):
     # the refined centre, then a shifted centre with a large cube whose box leaves the image (zero padding)
     for c, cube in ((center, CUBE), (center + [-60.0, -150.0, 0.0], np.array([500.0, 460.0, 300.0]))):
         crop, M = crop_depth(depth, c, cube, CAM, 128, sampling=sampling)
-        ref, M_ref, premax, corner = _reference_crop(depth.astype(np.float64), c, cube, CAM, sampling=sampling)
+        ref, M_ref, premax, corner = literal_crop(depth.astype(np.float64), c, cube, CAM, sampling=sampling)
         assert c[2] - cube[2] / 2 < premax < c[2] + cube[2] / 2  # the quirk is active: a hand pixel is premax
         np.testing.assert_allclose(M, M_ref, rtol=0, atol=1e-12)
         np.testing.assert_allclose(crop, ref, rtol=0, atol=2e-6)  # float32 vs float64 arithmetic only

@@ -16,52 +16,9 @@ from render.mano_layer import (
     to_dataset_order,
 )
 from render.mano_params import LAYOUT_AXIS_ANGLE, LAYOUT_QUATERNION, ManoParams
+from tests.reference import FINGERTIPS, numpy_mano, rodrigues_np  # independent float64 MANO
 
-FINGERTIPS = (333, 444, 672, 555, 744)  # DSF tips: index, middle, pinky, ring, thumb (formats.md §1.7)
 WRIST_LOOP = (121, 214, 215, 279, 239, 234, 92, 38, 122, 118, 117, 119, 120, 108, 79, 78)
-
-
-# --------------------------------------------------------------------------------------------------
-# independent float64 numpy MANO (formats.md §1.5 written out literally; also used by bench/mano_layer.py)
-
-
-def rodrigues_np(axis_angle: np.ndarray) -> np.ndarray:
-    """(..., 3) -> (..., 3, 3) by the closed form R = I + sin(t) K + (1 - cos(t)) K^2."""
-    angle = np.linalg.norm(axis_angle, axis=-1)[..., None, None]
-    safe = np.where(angle > 0, angle, 1.0)
-    k = axis_angle / safe[..., 0]
-    kx, ky, kz = k[..., 0], k[..., 1], k[..., 2]
-    zero = np.zeros_like(kx)
-    skew = np.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], axis=-1).reshape(k.shape[:-1] + (3, 3))
-    eye = np.broadcast_to(np.eye(3), skew.shape)
-    return eye + np.sin(angle) * skew + (1 - np.cos(angle)) * skew @ skew
-
-
-def numpy_mano(model: ManoModel, full_pose: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 MANO: full_pose (B, 48), betas (B, 10) -> vertices (B, 778, 3), joints (B, 21, 3), metres.
-
-    Joints = 16 regressed from the posed mesh + the 5 fingertip vertices (DSF convention).
-    """
-    batch = full_pose.shape[0]
-    rot = rodrigues_np(full_pose.reshape(batch, 16, 3))
-    v_shaped = model.v_template + np.einsum("vck,bk->bvc", model.shapedirs, betas)
-    rest = np.einsum("jv,bvc->bjc", model.J_regressor, v_shaped)
-    lrotmin = (rot[:, 1:] - np.eye(3)).reshape(batch, 135)
-    v_posed = v_shaped + np.einsum("vcp,bp->bvc", model.posedirs, lrotmin)
-    world = np.zeros((batch, 16, 4, 4))
-    for k, parent in enumerate(model.parents):
-        local = np.zeros((batch, 4, 4))
-        local[:, :3, :3] = rot[:, k]
-        local[:, :3, 3] = rest[:, k] - (rest[:, parent] if parent >= 0 else 0.0)
-        local[:, 3, 3] = 1.0
-        world[:, k] = local if parent < 0 else world[:, parent] @ local
-    rel = world.copy()
-    rel[:, :, :3, 3] -= np.einsum("bjmn,bjn->bjm", world[:, :, :3, :3], rest)
-    skin = np.einsum("vj,bjmn->bvmn", model.weights, rel)
-    verts = np.einsum("bvmn,bvn->bvm", skin[..., :3, :3], v_posed) + skin[..., :3, 3]
-    regressed = np.einsum("jv,bvc->bjc", model.J_regressor, verts)
-    joints = np.concatenate([regressed, verts[:, list(FINGERTIPS)]], axis=1)
-    return verts, joints
 
 
 def random_inputs(batch: int, seed: int, pose_sigma: float = 0.6) -> dict[str, np.ndarray]:
