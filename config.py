@@ -63,6 +63,8 @@ class Config:
 
     # --- data and crop -----------------------------------------------------------------------------------
     view: int = 1  # Kinect view (1 = front; the benchmark view)
+    test_subject: int = 0  # MSRA leave-one-subject-out: held-out subject P0..P8 (official key test_id)
+    icvl_mirror_width: float = 320.0  # ICVL mirror u' = W - u (official 320; 319 aligns labels with the pixels)
     camera_intrinsics: tuple = ()  # (fx, fy, cx, cy) override; empty = the dataset's sensor (util/camera.py)
     input_size: int = 128  # crop size in pixels
     cube_size: float = 0.0  # crop cube edge in mm; 0 = dataset default (NYU 250)
@@ -295,6 +297,8 @@ RANGES: dict[str, Range] = {
     "camera_intrinsics": Range(-1e5, 1e5),  # fx, fy > 0 checked below
     "input_size": Range(32, 1024, why="crop size in pixels, a multiple of 16 (the network halves it 4 times)"),
     "cube_size": Range(0.0, 1000.0, why="mm; 0 = dataset default; a hand fits in 300 mm"),
+    "test_subject": Range(0, 8, why="MSRA subjects P0..P8"),
+    "icvl_mirror_width": Range(0.0, 10_000.0, why="pixels"),
     "center_depth_range": Range(1.0, 20_000.0, why="mm"),
     "test_cube_split": _NONNEGATIVE,
     "test_cube_scale": Range(0.0, 4.0, lo_open=True),
@@ -538,7 +542,23 @@ def load_config(argv: Sequence[str] | None = None, **overrides: Any) -> Config:
         if type(value) is not type(default):
             raise ConfigError(f"config key {key!r} expects {type(default).__name__}, got {value!r}")
         values[key] = value
+    for key, value in dataset_defaults(values.get("dataset", defaults.dataset)).items():
+        values.setdefault(key, value)  # per-dataset defaults, unless given explicitly
     return dataclasses.replace(defaults, **values)
+
+
+#: per-dataset training schedule of the official config (``EPOCH``, ``STEP``): (max_epoch, step_size)
+DATASET_SCHEDULES: dict[str, tuple[int, int]] = {"nyu": (15, 10), "icvl": (8, 4), "msra": (10, 5)}
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    """Keys whose default depends on the data set (ICVL / MSRA): schedule and data root. :func:`load_config`
+    applies them unless they are given explicitly; a ``Config(dataset=...)`` built directly keeps the NYU
+    values. (The cube is derived: :attr:`Config.cube`; MSRA uses per-subject cubes unless ``cube_size`` > 0.)"""
+    if dataset not in DATASET_SCHEDULES or dataset == "nyu":
+        return {}
+    epochs, step = DATASET_SCHEDULES[dataset]
+    return {"max_epoch": epochs, "step_size": step, "data_root": f"data/{dataset}"}
 
 
 def default_config() -> Config:

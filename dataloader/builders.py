@@ -99,10 +99,45 @@ def build_real_dataset(cfg, split: str, *, labels: bool = True, view: int | None
                         aug_rotation=cfg.aug_rotation, aug_shift=cfg.aug_shift, aug_scale=cfg.aug_scale,
                         test_cube_split=cfg.test_cube_split, test_cube_scale=cfg.test_cube_scale,
                         skip_bad=cfg.skip_bad, image_shape=cfg.image_size, crop_sampling=cfg.crop_sampling)
+    elif cfg.dataset == "icvl":
+        from dataloader.icvl import ICVLDataset
+
+        ds = ICVLDataset(cfg.data_root, split, cube=cfg.cube, size=cfg.input_size, camera=cfg.camera,
+                         center_type=cfg.center_type,
+                         augment=(cfg.augment and split == "train") if augment is None else augment,
+                         aug_rotation=cfg.aug_rotation, aug_shift=cfg.aug_shift, aug_scale=cfg.aug_scale,
+                         mirror_width=cfg.icvl_mirror_width, skip_bad=cfg.skip_bad,
+                         crop_sampling=cfg.crop_sampling)
+    elif cfg.dataset == "msra":
+        from dataloader.msra import MSRADataset
+        from util.camera import MSRA_SUBJECT_CUBES
+
+        cubes = (cfg.cube_size,) * len(MSRA_SUBJECT_CUBES) if cfg.cube_size > 0 else MSRA_SUBJECT_CUBES
+        ds = MSRADataset(cfg.data_root, split, cfg.test_subject, cubes=cubes, size=cfg.input_size,
+                         camera=cfg.camera, center_type=cfg.center_type,
+                         augment=(cfg.augment and split == "train") if augment is None else augment,
+                         aug_rotation=cfg.aug_rotation, aug_shift=cfg.aug_shift, aug_scale=cfg.aug_scale,
+                         gestures=_msra_gestures(cfg.data_root), skip_bad=cfg.skip_bad,
+                         crop_sampling=cfg.crop_sampling)
     else:
-        raise NotImplementedError(f"dataset={cfg.dataset!r}: no loader yet (NYU is implemented; ICVL / MSRA "
-                                  "land with issue 17)")
+        raise NotImplementedError(f"dataset={cfg.dataset!r}: no loader")
     return ds if labels else _WithoutLabels(ds)
+
+
+def _msra_gestures(root: str) -> tuple[str, ...]:
+    """All 17 MSRA gestures, or those of a stand-in tree that records fewer (``standin_msra.json``)."""
+    import json
+
+    from util.joints import MSRA_GESTURES
+
+    info = os.path.join(root, "standin_msra.json")
+    if os.path.isfile(info):
+        try:
+            with open(info) as fh:
+                return tuple(json.load(fh)["gestures"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return MSRA_GESTURES
 
 
 def build_real_loader(cfg, split: str, *, train: bool, dist: Any = None, labels: bool = True,

@@ -31,6 +31,8 @@ OFFICIAL = {
     # optimisation (docs/method.md §8)
     "opt": "adamw", "lr": 1e-3, "weight_decay": 0.01, "scheduler": "step", "step_size": 10, "gamma": 0.1,
     "lr_offbyone": True, "max_epoch": 15, "batch_size": 32, "iters_per_epoch": 0, "epoch_test": True,
+    # ICVL mirror (docs/method.md §10; flip_icvl_loader: u' = 320 - u)
+    "icvl_mirror_width": 320.0,
 }
 #: defaults that knowingly differ from the official value: key -> (official value, why); each is recorded in
 #: docs/DEVIATIONS.md
@@ -46,6 +48,7 @@ NO_OFFICIAL_VALUE = {
     "num_workers", "skip_bad", "renderer", "device", "seed", "log_every", "img_log_every",
     "save_mesh", "save_obj",  # official config switches without a method value (output files only)
     "synth_pose_noise", "synth_builtin_poses", "synth_builtin_rotation", "synth_builtin_cone_deg",
+    "test_subject",  # MSRA fold; the official trainer reads a `test_id` key its config lacks
 }
 #: key prefixes without official values: the Consis-CycleGAN training recipe is not in the official code
 NO_OFFICIAL_PREFIXES = ("transfer_",)
@@ -124,3 +127,17 @@ def test_bare_boolean_flag_and_dataset_overrides():
         load_config(["camera_intrinsics=1,2,3"])
     with pytest.raises(ConfigError, match="synth_depth"):
         load_config(["synth_depth=600,300"])
+
+
+def test_dataset_defaults_icvl_msra():
+    """Official per-dataset schedule (config.py EPOCH / STEP) and data root, unless given explicitly."""
+    icvl = load_config(["dataset=icvl"])
+    assert (icvl.max_epoch, icvl.step_size, icvl.data_root, icvl.cube) == (8, 4, "data/icvl", 200.0)
+    assert icvl.camera == (240.99, 240.96, 160.0, 120.0) and icvl.image_size == (240, 320)
+    msra = load_config(["dataset=msra", "step_size=7", "test_subject=8"])
+    assert (msra.max_epoch, msra.step_size, msra.test_subject) == (10, 7, 8)
+    assert msra.camera == (241.42, 241.42, 160.0, 120.0)
+    nyu = load_config([])
+    assert (nyu.max_epoch, nyu.step_size) == (15, 10)
+    with pytest.raises(ConfigError, match="test_subject"):
+        load_config(["dataset=msra", "test_subject=9"])

@@ -268,3 +268,50 @@ def test_augmented_item_keeps_labels_on_hand(icvl_root):
         warnings.simplefilter("ignore")
         train = ICVLDataset(icvl_root, "train")
     assert train.augment and torch.isfinite(train[0]["joints_xyz_norm"]).all()
+
+
+def test_dataset_joint_maps_and_dsf_errors():
+    from dataloader.dataset_joints import community_uvd, dataset_joints, dsf_frame_errors
+
+    rng = np.random.default_rng(5)
+    j21 = rng.normal(size=(4, 21, 3)) * 30 + np.array([0.0, 0.0, 350.0])
+    icvl = dataset_joints(j21, "icvl")
+    assert icvl.shape == (4, 16, 3)
+    np.testing.assert_array_equal(icvl[:, 0], j21[:, 0])  # Palm = MANO wrist
+    np.testing.assert_array_equal(icvl[:, 3], j21[:, 15])  # Thumb.T = MANO thumb IP (DSF's map)
+    msra = dataset_joints(torch.as_tensor(j21), "msra")
+    assert tuple(msra.shape) == (4, 21, 3)
+    np.testing.assert_array_equal(msra[:, 4].numpy(), j21[:, 16])  # Index.T = MANO index tip
+    # errors: shift the labels of DSF's joints by 3 mm and the excluded ones by 50 mm
+    lab = dataset_joints(j21, "msra").copy()
+    lab[:, 1:20, 0] += 3.0
+    lab[:, [0, 20], 1] += 50.0
+    np.testing.assert_allclose(dsf_frame_errors(j21, lab, "msra"), 3.0)
+    lab = dataset_joints(j21, "icvl").copy()
+    lab[:, :15, 2] += 4.0
+    lab[:, 15, 2] += 40.0
+    np.testing.assert_allclose(dsf_frame_errors(torch.as_tensor(j21), torch.as_tensor(lab), "icvl").numpy(), 4.0)
+
+
+def test_community_uvd_unmirrors_icvl(icvl_root):
+    from dataloader.dataset_joints import community_uvd
+
+    ds = ICVLDataset(icvl_root, "test")
+    np.testing.assert_allclose(community_uvd(ds.joints_mm(), ds, ds.camera), ds.joints_uvd_file(), atol=1e-9)
+    msra_like = community_uvd(torch.ones(1, 2, 3) * 100, object(), (100.0, 100.0, 10.0, 20.0))
+    np.testing.assert_allclose(msra_like[0, 0], [110.0, 120.0, 100.0])
+
+
+def test_builders_dispatch_icvl_and_msra(icvl_root, msra_root):
+    from config import load_config
+    from dataloader.builders import build_real_dataset
+
+    cfg = load_config([f"data_root={icvl_root}", "dataset=icvl", "crop_sampling=warp"])
+    ds = build_real_dataset(cfg, "test")
+    assert isinstance(ds, ICVLDataset) and len(ds) == 5 and ds.crop_sampling == "warp"
+    cfg = load_config([f"data_root={msra_root}", "dataset=msra", "test_subject=6"])
+    ds = build_real_dataset(cfg, "test", labels=False)
+    assert len(ds) == 2 and "joints_xyz_norm" not in ds[0]
+    assert (ds.cubes_mm() == MSRA_SUBJECT_CUBES[6]).all()
+    cfg = load_config([f"data_root={msra_root}", "dataset=msra", "cube_size=230"])
+    assert (build_real_dataset(cfg, "test").cubes_mm() == 230.0).all()
