@@ -1,7 +1,7 @@
 """Sizes fixed by the MANO v1.2 file format (formats.md §1.2) and the error for a file that breaks them.
 
 Shared by the reader (``render.mano_io``, ``render.mano_unpickler``) and the stand-in writer
-(``render.standin``, ``render.mano_pickle``); ``render.mano_io`` re-exports every name.
+(``render.standin``, ``render.standin.mano_pickle``); ``render.mano_io`` re-exports every name.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from render.mano_format import NUM_VERTS
-from render.standin_geometry import (
+from render.standin.geometry import (
     FINGERS, PALM_IDS, PALM_N, PALM_ROWS, RING_N, THUMB_DIR, THUMB_N, THUMB_TIPS, WINDOW_COLS, WINDOW_ROWS,
     WRIST_N, WRIST_X, _finger_frame, _finger_rings, _knuckle_ring_spec, _palm_grid, _palm_section,
     _thumb_rings, _uniform_palm_ring,

@@ -4,7 +4,7 @@ Metres, rest pose = flat right hand: fingers along -x, index on +z, pinky on -z,
 slightly towards -y; y is the palm normal, the palm faces -y and finger flexion is a positive rotation about
 ~+z. This module holds the tuned dimensions (rings, palm rows, thumb window, finger table) and the pure
 functions that place vertex rings: finger rings and caps, the palm grid morphing into the knuckle ring, and
-the thumb tube leaving the palm window. ``render.standin_mesh`` joins them into one triangulated disk.
+the thumb tube leaving the palm window. ``render.standin.mesh`` joins them into one triangulated disk.
 """
 from __future__ import annotations
 

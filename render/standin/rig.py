@@ -1,15 +1,15 @@
 """Rigging of the procedural stand-in hand (internal to ``render.standin``).
 
 Skinning weights, the dense joint regressor and the 20 shape blend shapes, all in the natural vertex order of
-``render.standin_mesh`` (renumbered to MANO ids by ``render.standin``).
+``render.standin.mesh`` (renumbered to MANO ids by ``render.standin``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from render.mano_format import NUM_JOINTS, NUM_VERTS
-from render.standin_geometry import BLEND, FINGERS, JOINT_HALF_GAP, MM, PALM_TAIL, _palm_section, _unit
-from render.standin_mesh import _Layout
+from render.standin.geometry import BLEND, FINGERS, JOINT_HALF_GAP, MM, PALM_TAIL, _palm_section, _unit
+from render.standin.mesh import _Layout
 
 
 # ---------------------------------------------------------------------------------------------- skinning

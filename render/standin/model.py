@@ -1,6 +1,6 @@
-"""Procedural stand-in for ``MANO_RIGHT.pkl`` (MANO v1.2 container, built from scratch, no MANO data).
+"""Assembly and writing of the procedural stand-in ``MANO_RIGHT.pkl`` (MANO v1.2 container, no MANO data).
 
-``python -m render.standin --out PATH [--npz]`` writes a right-hand model that goes through the same
+``python -m render.standin --out PATH [--npz]`` (:func:`main`) writes a right-hand model that goes through the same
 restricted reader as the licensed file (formats.md §1.1-1.2, §2): a protocol-2 pickle of a 13-key dict with
 exactly the 7 globals of the real file, ``shapedirs`` as chumpy ``Select(Ch(778x3x20))``, ``J_regressor`` as
 an old-style CSC state. Real chumpy (chumpy-fixed) also loads it.
@@ -15,10 +15,10 @@ patches; the thumb tube leaves a 3x2-quad window cut out of the palm grid; every
 whose apex is the reserved fingertip vertex. Deterministic; float arrays are rounded to float32-representable
 values so that the bytes do not depend on last-ulp differences of libm / LAPACK between machines.
 
-This module assembles the model and writes it; the parts live in ``render.standin_geometry`` (dimensions and
-vertex rings), ``render.standin_mesh`` (triangulation, orientation, MANO vertex ids), ``render.standin_rig``
-(skinning weights, joint regressor, shape blend shapes), ``render.standin_pose`` (pose prior / PCA) and
-``render.mano_pickle`` (the v1.2 pickle writer).
+This module assembles the model and writes it; the parts live in ``render.standin.geometry`` (dimensions and
+vertex rings), ``render.standin.mesh`` (triangulation, orientation, MANO vertex ids), ``render.standin.rig``
+(skinning weights, joint regressor, shape blend shapes), ``render.standin.pose`` (pose prior / PCA) and
+``render.standin.mano_pickle`` (the v1.2 pickle writer).
 """
 from __future__ import annotations
 
@@ -34,15 +34,15 @@ import numpy as np
 
 from render.mano_format import NUM_FACES, NUM_JOINTS, NUM_VERTS
 from render.mano_io import ManoModel, load_mano
-from render.mano_pickle import v12_pickle_bytes
-from render.standin_geometry import (  # noqa: F401  (the stand-in's dimensions, re-exported)
+from render.standin.mano_pickle import v12_pickle_bytes
+from render.standin.geometry import (  # noqa: F401  (the stand-in's dimensions, re-exported)
     BLEND, CAP_ANGLES_DEG, FINGERS, JOINT_HALF_GAP, MAX_GAP, MM, PALM_IDS, PALM_N, PALM_ROWS, PALM_TAIL,
     RING_N, THUMB_DIR, THUMB_LENGTHS, THUMB_MAX_GAP, THUMB_MCP, THUMB_N, THUMB_TIPS, WINDOW_COLS,
     WINDOW_ROWS, WRIST_N, WRIST_X,
 )
-from render.standin_mesh import _build_mesh, _orient, _permutation
-from render.standin_pose import NUM_POSES, _pose_prior  # noqa: F401  (NUM_POSES re-exported)
-from render.standin_rig import _shape_fields, _weights_and_regressor
+from render.standin.mesh import _build_mesh, _orient, _permutation
+from render.standin.pose import NUM_POSES, _pose_prior  # noqa: F401  (NUM_POSES re-exported)
+from render.standin.rig import _shape_fields, _weights_and_regressor
 from util.joints import MANO_PARENTS
 
 KEY_ORDER = ("hands_components", "f", "J_regressor", "kintree_table", "J", "bs_style", "hands_coeffs",
@@ -175,7 +175,3 @@ def main(argv: list[str] | None = None) -> None:
     (write_standin_npz if args.npz else write_standin)(args.out)
     print(f"stand-in MANO model ({'npz' if args.npz else 'v1.2 pickle'}) -> {args.out}: "
           f"V={NUM_VERTS} F={NUM_FACES} joints={NUM_JOINTS} size={os.path.getsize(args.out)} bytes")
-
-
-if __name__ == "__main__":
-    main()

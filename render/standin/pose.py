@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from render.standin_geometry import FINGERS, THUMB_DIR, _finger_frame, _unit
+from render.standin.geometry import FINGERS, THUMB_DIR, _finger_frame, _unit
 
 
 # ---------------------------------------------------------------------------------------------- pose prior
