@@ -26,6 +26,7 @@ from model.offsets import OFFSET_KERNEL, encode_offsets
 from render.mano_params import layout_for
 from render.mesh_distance import point_mesh_sqdist, point_part_sqdist
 from render.spheres import DIST_EPS, HandSpheres, collision_mask, hand_spheres
+from util.geometry import FOREGROUND_THRESHOLD
 from util.joints import NUM_PARTS, TIP_PARTS
 
 #: Huber threshold in normalised units (about 1.25 mm for the NYU cube)
@@ -158,7 +159,7 @@ def p2m_loss(mano_joints_uvd: Tensor, teacher_pwe_uvd: Tensor, delta: float = HU
 # real batch: model-fitting terms (collision, data-to-model ICP, part-aware ICP, model-to-data depth) and M2P
 # ------------------------------------------------------------------------------------------------------------
 #: the official foreground test of normalised crops (``lt(0.99)``)
-FOREGROUND = 0.99
+FOREGROUND = FOREGROUND_THRESHOLD
 #: the official row outlier threshold of the collision term (norm-xyz units summed over one sphere's pairs)
 COLLISION_ROW_THRESHOLD = 0.1
 #: M2P: a sample's depth agreement must be below this (norm units, ~5 mm at cube 250)
@@ -265,7 +266,7 @@ def m2d_loss(real_crop: Tensor, rendered_crop: Tensor) -> Tensor:
 
 def m2p_selection(real_crop: Tensor, rendered_crop: Tensor, icp: Tensor, part_icp: Tensor,
                   depth_threshold: float = M2P_DEPTH_THRESHOLD, fit_threshold: float = M2P_FIT_THRESHOLD,
-                  *, foreground: float = FOREGROUND) -> tuple[Tensor, Tensor, Tensor]:
+                  *, foreground: float = FOREGROUND, denominator: str = "union") -> tuple[Tensor, Tensor, Tensor]:
     """The confidence rule of M2P: which (sample, joint) pairs of the stage-2 MANO prediction teach the PWE.
 
     - depth agreement: ``a_b = sum |real - rendered| I / (sum U + 1e-8)`` with the intersection
@@ -282,6 +283,8 @@ def m2p_selection(real_crop: Tensor, rendered_crop: Tensor, icp: Tensor, part_ic
         real_crop, rendered_crop: (B, 1, H, W) hand-cropped real crop and stage-2 render.
         icp: (B,) stage-2 :func:`icp_loss`. part_icp: (B, 15) stage-2 :func:`part_icp_loss`.
         foreground: foreground threshold (0.99; the single-stage ablation uses 0.95 and the uncropped render).
+        denominator: "union" (two-stage, ``sum U + 1e-8``) or "intersection" (the official single-stage
+            ``Finetune``: ``sum I`` without the guard, so a sample without overlap gets NaN and fails the test).
     Returns:
         depth_ok (B,), fit_ok (B,), joint_mask (B, 21), all bool.
     """
@@ -290,7 +293,13 @@ def m2p_selection(real_crop: Tensor, rendered_crop: Tensor, icp: Tensor, part_ic
         fg_real, fg_rend = real < foreground, rend < foreground
         inter = (fg_real & fg_rend).to(real.dtype)
         union = (fg_real | fg_rend).to(real.dtype)
-        agree = ((real - rend).abs() * inter).flatten(1).sum(-1) / (union.flatten(1).sum(-1) + _DEN_EPS)
+        if denominator == "union":
+            den = union.flatten(1).sum(-1) + _DEN_EPS
+        elif denominator == "intersection":
+            den = inter.flatten(1).sum(-1)
+        else:
+            raise ValueError(f"m2p_selection: denominator must be 'union' or 'intersection', got {denominator!r}")
+        agree = ((real - rend).abs() * inter).flatten(1).sum(-1) / den
         depth_ok = agree < depth_threshold
         fit_ok = icp.detach() < fit_threshold
         part_ok = part_icp.detach() < fit_threshold  # (B, 15)

@@ -1,6 +1,7 @@
 """Real-crop pre-processing of self-supervised fine-tuning (docs/method.md, fine-tuning real part): per-pixel
 back-projection, the hand-box crop that removes arm and background, foreground point clouds, the official
-fixed-size point sampling, and point segmentation by the sphere model.
+fixed-size point sampling, and point segmentation by the sphere model (:func:`segment_points` for point sets,
+:func:`segment_crop` for the pixels of a crop).
 
 Per-pixel back-projection uses the official ``uvdImg2xyzImg`` / ``Img2pcl`` pixel grid ("align-corners",
 pixel-centre convention (c)): column j of a W-wide crop has ``u_n = 2 j / (W - 1) - 1`` and is placed at crop pixel
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from render.spheres import DIST_EPS, NUM_PALM_SPHERES, SPHERES_PER_BONE, HandSpheres
-from util.geometry import norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_xyz, xyz_to_norm_xyz
+from util.geometry import FOREGROUND_THRESHOLD, norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_xyz, xyz_to_norm_xyz
 
 #: ``Img2pcl`` keeps pixels whose value is <= this (``le``; the foreground test elsewhere is ``lt(0.99)``)
 POINT_CLOUD_THRESHOLD = 0.99
@@ -132,6 +133,32 @@ def sample_points(points: list[Tensor], num_points: int = NUM_POINTS,
         rest = torch.randperm(n, generator=generator)[: num_points - mult * n]
         out.append(torch.cat((p.repeat(mult, 1), p[rest.to(p.device)]), dim=0))
     return torch.stack(out, dim=0)
+
+
+def segment_crop(crop: Tensor, spheres: HandSpheres, center_xyz: Tensor, cube: Tensor, M: Tensor,
+                 camera) -> Tensor:
+    """Part label of every pixel of a (hand-cropped) crop, 0 on background (``>= 0.99``): (B, 1, H, W) int64.
+
+    The same labels as ``segment_points(backproject_crop(crop, ...) as (B, H*W, 3), spheres)`` with the background
+    zeroed (the official order), but only the foreground pixels are back-projected and segmented (a hand covers
+    about a tenth of the crop).
+    """
+    _check_crop(crop)
+    b, _, h, w = crop.shape
+    labels = torch.zeros(b, h * w, dtype=torch.long, device=crop.device)
+    fg = crop.detach().reshape(b, -1) < FOREGROUND_THRESHOLD
+    with torch.no_grad():
+        uvd = _align_corners_uvd(crop.detach())
+        for i in range(b):
+            sel = uvd[i:i + 1][:, fg[i]]  # (1, N_i, 3)
+            if sel.shape[1] == 0:
+                continue
+            xyz = uvd_to_xyz(norm_uvd_to_uvd(sel, center_xyz[i:i + 1].to(sel), cube[i:i + 1].to(sel),
+                                             M[i:i + 1].to(sel), w), camera)
+            xyz = xyz_to_norm_xyz(xyz, center_xyz[i:i + 1].to(sel), cube[i:i + 1].to(sel))
+            one = HandSpheres(spheres.centres[i:i + 1], spheres.radii[i:i + 1])
+            labels[i, fg[i]] = segment_points(xyz, one)[0]
+    return labels.view(b, 1, h, w)
 
 
 def segment_points(points: Tensor, spheres: HandSpheres) -> Tensor:

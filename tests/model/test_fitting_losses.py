@@ -225,6 +225,22 @@ def test_m2p_depth_test_intersection_over_union():
     assert not depth_ok.requires_grad and depth_ok.dtype == torch.bool
 
 
+def test_m2p_single_stage_variant_threshold_and_intersection_denominator():
+    real, rend = _crops([[0.1, 0.2, 1.0, 1.0],  # I = {0}: a = 0.05 / 1 -> fails (union: 0.05 / 3 passes)
+                         [0.1, 1.0, 1.0, 1.0],  # no overlap: 0 / 0 = NaN -> fails (union: passes)
+                         [0.96, 0.1, 1.0, 1.0]],  # 0.96 is background at threshold 0.95: I = {1}, a = 0
+                        [[0.15, 1.0, 0.3, 1.0],
+                         [1.0, -0.9, 1.0, 1.0],
+                         [0.5, 0.1, 1.0, 1.0]])
+    zeros = torch.zeros(3, dtype=D), torch.zeros(3, 15, dtype=D)
+    ok, _, _ = m2p_selection(real, rend, *zeros, foreground=0.95, denominator="intersection")
+    assert ok.tolist() == [False, False, True]
+    ok, _, _ = m2p_selection(real, rend, *zeros)
+    assert ok.tolist() == [True, True, False]  # at 0.99, pixel 0 of sample 2 overlaps: a = 0.46 / 2
+    with pytest.raises(ValueError, match="denominator"):
+        m2p_selection(real, rend, *zeros, denominator="mean")
+
+
 def test_m2p_joint_mask_maps_parts_to_joints():
     part = torch.zeros(1, 15, dtype=D)
     part[0, [2, 6, 14]] = 2e-3  # parts 3, 7, 15 unreliable

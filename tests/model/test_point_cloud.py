@@ -142,3 +142,20 @@ def test_segment_points_on_known_spheres_and_tie():
     tie = HandSpheres(centres=c, radii=s.radii)
     p = torch.tensor([[[0.0, 20.0, 20.0], [-0.01, 20.0, 20.0]]], dtype=torch.float64)
     assert segment_points(p, tie).tolist() == [[5, 0]]
+
+
+def test_segment_crop_equals_segmenting_every_pixel():
+    from model.point_cloud import segment_crop
+
+    centre, cube, M = _setup(b=2, size=16)
+    g = torch.Generator().manual_seed(1)
+    depth = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=g) * 0.6 - 0.3
+    depth[:, :, :, :5] = 1.0  # background columns
+    depth[1] = 1.0  # an empty crop
+    spheres = HandSpheres(centres=torch.rand(2, 66, 3, dtype=torch.float64, generator=g) - 0.5,
+                          radii=torch.rand(2, 66, dtype=torch.float64, generator=g) * 0.1)
+    pix = backproject_crop(depth, centre, cube, M, CAM).flatten(2).transpose(1, 2)
+    ref = segment_points(pix, spheres).view(2, 1, 16, 16)
+    ref = torch.where(depth < 0.99, ref, torch.zeros_like(ref))
+    got = segment_crop(depth, spheres, centre, cube, M, CAM)
+    assert torch.equal(got, ref) and int((got[0] > 0).sum()) > 20 and len(set(got[0].flatten().tolist())) > 3
