@@ -310,7 +310,7 @@ def _cube_rows(cube, batch: int) -> Tensor:
 
 @dataclass(frozen=True)
 class SyntheticSettings:
-    """Random rendering parameters of synthetic crops (official ``Render.forward``; docs/method.md §7,
+    """Random rendering parameters of synthetic crops (official ``Render.forward``; docs/method.md §8.2,
     ranges of the official code as defaults). Validated at construction, so a bad value fails here and not at
     the first batch; unknown names fail as for any dataclass.
 
@@ -323,7 +323,7 @@ class SyntheticSettings:
         cube_jitter: cube scale factor U(1 - j, 1 + j), one factor for all three axes.
         view_aug: view rotation about the hand centre, one of :data:`VIEW_AUGS` (official: ``none`` in
             pre-training, ``octant`` in fine-tuning).
-        occlusion: occlusion spheres at joints (docs/method.md §7).
+        occlusion: occlusion spheres at joints (docs/method.md §8.2).
         occlusion_joints: (min, max) number of masked joints per batch.
         occlusion_offset: sphere centre offset U(-o, o) per axis, norm-uvd units.
         occlusion_radius: max sphere radius (U(0, r)), norm-uvd units.
@@ -394,7 +394,7 @@ def render_synthetic_batch(params: Tensor, mano_layer: ManoLayer, camera: Sequen
     with the real loader; docs/DEVIATIONS.md "Data and crops") and normalised; optional occlusion spheres set
     pixels of ``depth`` to background.
 
-    ``depth`` (masked) is the method's "clean rendered image" (docs/method.md §7): the input of the transfer
+    ``depth`` (masked) is the method's "clean rendered image" (docs/method.md §8.2): the input of the transfer
     network G, and the image used for encoding pixel targets and for decoding predictions.
     ``depth_unoccluded`` is the same render before the occlusion masking (equal to ``depth`` with
     ``occlusion=False``); it is not a training target.

@@ -12,15 +12,15 @@ from config import Config, ConfigError, load_config
 #: docs/method.md as the readable reference. Derived values (cube, camera, synthetic depth range) are checked
 #: through their properties.
 OFFICIAL = {
-    # mode and data (docs/method.md §3, §10)
+    # mode and data (docs/method.md §1, §3, §14)
     "phase": "train", "stage_num": 2, "dataset": "nyu", "view": 1, "input_size": 128,
     "test_cube_split": 2440, "test_cube_scale": 5.0 / 6.0, "crop_sampling": "resize", "center_type": "refine",
     "augment": True, "aug_rotation": 180.0, "aug_shift": 10.0, "aug_scale": 0.2,
-    # synthetic rendering (docs/method.md §7)
+    # synthetic rendering (docs/method.md §8)
     "synth_shape_noise": 3.0, "synth_center_jitter": 20.0, "synth_cube_jitter": 0.2,
     "pretrain_view_aug": "none", "finetune_view_aug": "octant", "occlusion": True, "occlusion_joints": (3, 9),
     "occlusion_offset": 0.15, "occlusion_radius": 0.3, "transfer": "consis",
-    # network and offsets (docs/method.md §4, §6)
+    # network and offsets (docs/method.md §6, §7)
     "width": 1.0, "joint_num": 21, "feature_size": 64, "offset_kernel": 0.8, "decode_temperature": 30.0,
     # losses (docs/method.md §9)
     "huber_delta": 0.01, "deconv_weight": 1.0, "coord_weight": 100.0, "model_weight": 1.0, "m2d_scale": 0.1,
@@ -28,10 +28,10 @@ OFFICIAL = {
     "neg_scale_weight": 0.1, "m2p_depth_threshold": 0.04, "m2p_fit_threshold": 1e-3, "coll_row_threshold": 0.1,
     "crop_hand_xy_margin": 25.0, "crop_hand_z_near": 40.0, "crop_hand_z_far": 20.0, "num_points": 2048,
     "inter_branch": True, "m2p_foreground_1stage": 0.95,
-    # optimisation (docs/method.md §8)
+    # optimisation (docs/method.md §13)
     "opt": "adamw", "lr": 1e-3, "weight_decay": 0.01, "scheduler": "step", "step_size": 10, "gamma": 0.1,
     "lr_offbyone": True, "max_epoch": 15, "batch_size": 32, "iters_per_epoch": 0, "epoch_test": True,
-    # ICVL mirror (docs/method.md §10; flip_icvl_loader: u' = 320 - u)
+    # ICVL mirror (docs/method.md §3; flip_icvl_loader: u' = 320 - u)
     "icvl_mirror_width": 320.0,
 }
 #: defaults that knowingly differ from the official value: key -> (official value, why); each is recorded in
