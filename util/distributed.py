@@ -263,6 +263,22 @@ def tensor_fingerprints(module: nn.Module) -> torch.Tensor:
     return torch.stack(sums) if sums else torch.zeros(0, dtype=torch.int64)
 
 
+def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BN running statistics) to every rank (no-op for one process).
+
+    DDP broadcasts buffers at the start of each forward, so after the last training forward every rank still holds
+    the statistics of its own last batch; call this before evaluating or comparing replicas.
+    """
+    if not info.distributed:
+        return
+    with torch.no_grad():
+        for buf in unwrap_model(model).buffers():
+            moved = buf.to(info.device)
+            dist.broadcast(moved, src=0)
+            if moved is not buf:
+                buf.copy_(moved)
+
+
 def check_replicas_in_sync(model: nn.Module, info: DistInfo) -> None:
     """Raise RuntimeError unless every rank holds bit-identical parameters and buffers (no-op for one process).
 
@@ -313,4 +329,4 @@ def rank_seed(seed: int, info: DistInfo) -> int:
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "reduce_mean", "any_rank",
            "shard_range", "gather_rows", "wrap_ddp", "unwrap_model", "rank_seed", "ResumableSampler",
-           "tensor_fingerprints", "check_replicas_in_sync"]
+           "tensor_fingerprints", "broadcast_buffers", "check_replicas_in_sync"]

@@ -77,7 +77,7 @@ def test_rank_seed_keeps_rank0_and_separates_ranks():
 WORKER = textwrap.dedent("""
     import json, os, sys
     import torch
-    from util.distributed import (any_rank, barrier, check_replicas_in_sync, cleanup_distributed, gather_rows,
+    from util.distributed import (any_rank, barrier, broadcast_buffers, check_replicas_in_sync, cleanup_distributed, gather_rows,
                                   init_distributed, reduce_mean, shard_range, unwrap_model, wrap_ddp)
 
     info = init_distributed("cpu")
@@ -101,6 +101,10 @@ WORKER = textwrap.dedent("""
     ddp(x[4 * info.rank: 4 * info.rank + 4]).pow(2).mean().backward()
     opt.step()
     out["weights"] = [p.detach().tolist() for p in unwrap_model(ddp).parameters()]
+    bn = torch.nn.BatchNorm1d(2)
+    bn(torch.randn(4, 2, generator=torch.Generator().manual_seed(info.rank)))  # rank-specific running stats
+    broadcast_buffers(bn, info)
+    out["bn_after"] = bn.running_mean.tolist()
     check_replicas_in_sync(ddp, info)  # identical after a DDP step: no error
     if info.rank == 1:
         with torch.no_grad():
@@ -134,6 +138,10 @@ def test_two_gloo_processes_reduce_gather_and_ddp(tmp_path):
     assert r0["gathered"] == r1["gathered"] == expected
     assert r0["gathered_bool"] == r1["gathered_bool"] == [i > 3 for i in range(7)]
     assert r0["any"] == r1["any"] == [True, False]
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(2)
+    bn(torch.randn(4, 2, generator=torch.Generator().manual_seed(0)))
+    assert r0["bn_after"] == r1["bn_after"] == bn.running_mean.tolist()  # rank 0's statistics everywhere
     assert r0["diverged"] == r1["diverged"] == "model replicas diverged: rank(s) [1] differ from rank 0"
     # reference: one single-process SGD step on the whole batch of 8 (DDP averages the two half-batch gradients)
     torch.manual_seed(0)
