@@ -141,24 +141,35 @@ def _msra_gestures(root: str) -> tuple[str, ...]:
 
 
 def build_real_loader(cfg, split: str, *, train: bool, dist: Any = None, labels: bool = True,
-                      view: int | None = None, batch_size: int | None = None) -> DataLoader:
+                      view: int | None = None, batch_size: int | None = None,
+                      pin_memory: bool = False) -> DataLoader:
     """DataLoader over :func:`build_real_dataset`.
 
-    ``train=True``: shuffled (seeded from ``cfg.seed``), augmentation per ``cfg.augment``, last partial batch kept
-    (official: the last NYU batch has 21 samples); ``train=False``: fixed order, no augmentation. With
-    ``dist.distributed`` a DistributedSampler splits the data (the trainer calls ``sampler.set_epoch``).
+    ``train=True``: shuffled, augmentation per ``cfg.augment``, last partial batch kept (official: the last NYU
+    batch has 21 samples). The order comes from a :class:`util.distributed.ResumableSampler` (a DistributedSampler,
+    one replica without ``dist``): a function of (``cfg.seed``, epoch), sharded over the ranks, able to start
+    inside an epoch; each item is augmented under its own seed (:class:`util.seed.SeededItems`), so the data do
+    not depend on the worker count or the resume point. The trainer calls ``sampler.set_epoch`` and
+    ``dataset.set_epoch`` each epoch. ``train=False``: fixed order, no augmentation (DistributedSampler when
+    ``dist.distributed``). ``pin_memory``: page-locked batches for fast copies to a GPU.
     """
     ds = build_real_dataset(cfg, split, labels=labels, view=view, augment=None if train else False)
     sampler = None
-    if dist is not None and getattr(dist, "distributed", False):
+    if train:
+        from util.distributed import DistInfo, ResumableSampler
+        from util.seed import SeededItems
+
+        ds = SeededItems(ds, cfg.seed)
+        sampler = ResumableSampler(ds, dist if dist is not None else DistInfo(), shuffle=True, seed=cfg.seed)
+    elif dist is not None and getattr(dist, "distributed", False):
         from torch.utils.data.distributed import DistributedSampler
 
-        sampler = DistributedSampler(ds, num_replicas=_world(dist), rank=_rank(dist), shuffle=train,
+        sampler = DistributedSampler(ds, num_replicas=_world(dist), rank=_rank(dist), shuffle=False,
                                      seed=cfg.seed, drop_last=False)
     gen = torch.Generator().manual_seed(cfg.seed + _RANK_SEED * _rank(dist))
-    return DataLoader(ds, batch_size=batch_size or cfg.batch_size, shuffle=train and sampler is None,
+    return DataLoader(ds, batch_size=batch_size or cfg.batch_size, shuffle=False,
                       sampler=sampler, num_workers=cfg.num_workers, drop_last=False, generator=gen,
-                      persistent_workers=False, pin_memory=False)
+                      persistent_workers=False, pin_memory=pin_memory)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -167,7 +178,7 @@ def build_real_loader(cfg, split: str, *, train: bool, dist: Any = None, labels:
 def view_aug_for(cfg, stage: str) -> str:
     """The view augmentation of a synthetic stage: ``pretrain_view_aug`` (default none) for pre-training,
     ``finetune_view_aug`` (default octant) for fine-tuning and for the transfer-net training (its domain A follows
-    the fine-tuning rendering, dsf-method.md §7.3). Older configs: ``synth_view_aug`` for fine-tuning."""
+    the fine-tuning rendering, docs/method.md §12). Older configs: ``synth_view_aug`` for fine-tuning."""
     if stage not in SYNTH_STAGES:
         raise ValueError(f"stage must be one of {SYNTH_STAGES}, got {stage!r}")
     if stage == "pretrain":
@@ -181,22 +192,40 @@ class SyntheticSource:
     ``next_batch() -> dict`` of tensors on ``device`` (keys of :func:`dataloader.synthetic.render_synthetic_batch`:
     ``depth`` (B, 1, S, S) occlusion-masked clean render, ``joints_uvd_norm21`` / ``joints_xyz_norm21`` (B, 21, 3),
     ``verts_xyz_norm`` (B, 779, 3), ``center_xyz`` / ``cube`` (B, 3) mm, ``M`` (B, 3, 3), ...).
-    ``generator`` (CPU torch.Generator) drives every rendering draw; checkpoint it to resume exactly.
+    ``generator`` (CPU torch.Generator) drives every rendering draw; :meth:`state_dict` (generator state and
+    position in the pose order) resumes the stream exactly.
     """
 
     def __init__(self, params, renderer, batch_size: int, seed: int, device: torch.device, view_aug: str) -> None:
-        from dataloader.synthetic import InfiniteShuffleSampler
-
         self.params, self.renderer, self.batch_size = params, renderer, int(batch_size)
         self.device, self.view_aug = torch.device(device), view_aug
         self.source = params.source
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
-        self._order: Iterator[int] = iter(InfiniteShuffleSampler(len(params), seed))
+        self._restart(0)
+
+    def _restart(self, drawn: int) -> None:
+        """Pose order from its beginning, advanced past ``drawn`` indices (index draws only, nothing rendered)."""
+        from dataloader.synthetic import InfiniteShuffleSampler
+
+        self._order: Iterator[int] = iter(InfiniteShuffleSampler(len(self.params), self.seed))
+        for _ in range(drawn):
+            next(self._order)
+        self.drawn = drawn
 
     def next_batch(self) -> dict:
         idx = torch.tensor([next(self._order) for _ in range(self.batch_size)])
+        self.drawn += self.batch_size
         theta = self.params.params[idx].to(self.device)
         return self.renderer(theta, self.generator)
+
+    def state_dict(self) -> dict:
+        """{"generator": uint8 tensor, "drawn": pose indices used so far} (plain values, checkpointable)."""
+        return {"generator": self.generator.get_state(), "drawn": self.drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._restart(int(state["drawn"]))
 
 
 def _synthetic_settings(cfg, view_aug: str) -> dict:
