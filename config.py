@@ -106,7 +106,7 @@ class Config:
     decode_temperature: float = 30.0
     renderer: str = "torch"  # torch | pytorch3d (optional backend, own venv)
 
-    # --- losses (dsf-method.md §6; hidden constants of the official code exposed) ------------------------
+    # --- losses (docs/method.md §9; hidden constants of the official code exposed) ------------------------
     huber_delta: float = 0.01
     deconv_weight: float = 1.0  # pixel-wise map loss
     coord_weight: float = 100.0  # joint losses (PWE decoded joints, MANO joints / vertices, inter-branch)

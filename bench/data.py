@@ -119,7 +119,7 @@ def train_step_seconds(width: float, layer: ManoLayer, batch: dict, repeat: int 
     net = build_pose_net(2, 21, width=width)
     renderer = HandRenderer(layer, NYU_CAMERA.as_tuple())
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
-    # targets and decoding use the occlusion-masked render ``depth`` (dsf-method §4.4, §6.1), G's input
+    # targets and decoding use the occlusion-masked render ``depth`` (docs/method.md §6, §9), G's input
     depth, joints = batch["depth"], batch["mano_joints_uvd_norm"]
     target = encode_offsets(joints, depth)
 

@@ -3,7 +3,7 @@
 Run from the repository root: ``.venv/bin/python bench/mesh_distance.py [--batch 32] [--ref-batch 4]
 [--p3d-repeats 3]``.
 
-Workload of one d2m / part-aware ICP call (dsf-method §6.4): B posed stand-in MANO hands (779 vertices,
+Workload of one d2m / part-aware ICP call (docs/method.md §9): B posed stand-in MANO hands (779 vertices,
 1554 faces, norm-xyz units ≈ ±1); 2048 points per sample drawn on a slightly different pose of the same hand,
 plus noise (Q_all: all faces; Q_fin: part faces only, each point labelled with a part of its source face).
 Timed: forward, and forward+backward of the mean, for ``point_mesh_sqdist`` and ``point_part_sqdist``

@@ -1,6 +1,6 @@
 """Benchmark of the depth rasterizer: stand-in MANO hands rendered into their 128x128 crops on the CPU.
 
-Hands as in DSF's synthetic generator (dsf-method.md §5.1): random pose/shape, centred, random rotation,
+Hands as in DSF's synthetic generator (docs/method.md §8.2): random pose/shape, centred, random rotation,
 placed 500-1200 mm on the optical axis, crop centre jitter ±20 mm, cube 250 mm × U(0.8, 1.2), NYU camera.
 
 Prints, per batch size, forward and forward+backward ms of ``render_crop`` (the default CPU path with the

@@ -1,11 +1,11 @@
-"""Training augmentation of real crops, DeepPrior++ / DSF style (dsf-method.md §8.3, ``augmentCrop``).
+"""Training augmentation of real crops, DeepPrior++ / DSF style (docs/method.md §3, ``augmentCrop``).
 
 One mode per sample, uniformly among ``rot`` (in-plane rotation of the crop), ``com`` (centre moved in 3D,
 re-crop), ``sc`` (cube scaled, re-crop) and ``none``. Works on the un-normalised crop (mm); the caller
 normalises afterwards with the pre-augmentation ``premax``. Joints are absolute camera-frame mm (y down) and
 are transformed consistently.
 
-Deviation kept small on purpose (§10 item 37): the re-crop matrix is the shared
+Deviation kept small on purpose (docs/DEVIATIONS.md "Data and crops"): the re-crop matrix is the shared
 :func:`util.geometry.crop_matrix` of the new (C, S) instead of the official float-sized variant, so ``M``
 always equals what the renderer computes.
 """

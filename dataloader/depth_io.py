@@ -1,4 +1,4 @@
-"""Reading and writing the NYU file formats (formats.md §3.2-3.6): depth PNGs, ``joint_data.mat``, centre
+"""Reading and writing the NYU file formats (docs/formats.md §3.2-3.6): depth PNGs, ``joint_data.mat``, centre
 files.
 
 Every reader validates what it gets and raises one error that names the file and what was expected:
@@ -41,7 +41,7 @@ def _require_file(path: PathLike, what: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# depth PNG: depth_mm = (G << 8) | B, R unused (formats.md §3.2)
+# depth PNG: depth_mm = (G << 8) | B, R unused (docs/formats.md §3.2)
 # ----------------------------------------------------------------------------------------------------
 def decode_depth(path: PathLike, shape: tuple[int, int] = (480, 640)) -> np.ndarray:
     """Read an NYU depth (or synthdepth) PNG.
@@ -127,7 +127,7 @@ def write_depth_png(path: PathLike, depth_mm: np.ndarray, compression: int | Non
 
 
 # ----------------------------------------------------------------------------------------------------
-# joint_data.mat (formats.md §3.3)
+# joint_data.mat (docs/formats.md §3.3)
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class JointData:
@@ -235,7 +235,7 @@ def write_joint_data(path: PathLike, joint_uvd: np.ndarray, joint_xyz: np.ndarra
 
 
 # ----------------------------------------------------------------------------------------------------
-# centre files (formats.md §3.6): one line per frame, "x y z" mm or "invalid"
+# centre files (docs/formats.md §3.6): one line per frame, "x y z" mm or "invalid"
 # ----------------------------------------------------------------------------------------------------
 def center_problems(centers: np.ndarray, z_range: tuple[float, float]) -> dict[int, str]:
     """Rows of (N, 3) centres (mm; NaN rows = ``invalid``, ignored) that no sensor can have produced.

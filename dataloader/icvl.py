@@ -1,6 +1,6 @@
 """ICVL Hand Posture dataset (Tang et al. 2014) as crops + labels, with DSF's conventions (``flip_icvl_loader``).
 
-Layout (the official DSF / DeepPrior++ tree; formats.md §5)::
+Layout (the official DSF / DeepPrior++ tree; docs/formats.md §5)::
 
     <root>/train.txt                      one line per image: ``relative/path.png`` + 16 x (u v d)
     <root>/test_seq_1.txt, test_seq_2.txt the two test sequences (702 + 894 lines, CRLF in the public files)

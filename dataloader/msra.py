@@ -1,6 +1,6 @@
 """MSRA hand gesture dataset (Sun et al. 2015) as crops + labels, with DSF's conventions (``msra_loader``).
 
-Layout (formats.md §5)::
+Layout (docs/formats.md §5)::
 
     <root>/P<k>/<gesture>/joint.txt           frame count, then 21 x (x y z) mm per line, y up, z negative
     <root>/P<k>/<gesture>/<NNNNNN>_depth.bin  6 int32 (width, height, left, top, right, bottom), then float32

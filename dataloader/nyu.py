@@ -1,11 +1,11 @@
 """NYU Hand Pose dataset: the real tree (or the stand-in of :mod:`dataloader.standin_nyu`) as crops + labels.
 
-Layout (formats.md §3.1)::
+Layout (docs/formats.md §3.1)::
 
     <root>/{train,test}/joint_data.mat           labels, 3 views x N x 36 x 3, xyz y-up
     <root>/{train,test}/{depth,synthdepth}_{view}_{frame:07d}.png
     <root>/{train,test}/center_{split}_{view-1}_refined.txt
-                                                 DSF's per-view refined centres (y down, §10 item 8)
+                                                 DSF's per-view refined centres (y down, docs/formats.md §3.6)
     <root>/{train,test}/center_{split}_refined.txt
                                                  V2V / AWR single file, Kinect 1 only (y up); also looked up
                                                  in <root>/ itself
@@ -104,7 +104,7 @@ def center_frame_offsets(centers_raw: np.ndarray, joints_ydown: np.ndarray) -> d
         joints_ydown: (N, J, 3) labels in the internal y-down frame.
     Returns:
         {'y_down': mm, 'y_up': mm}. The right frame gives the refined-centre offset (~20 mm on NYU: 21 mm for
-        the V2V file read y-up, 134 mm read y-down, formats.md §3.4).
+        the V2V file read y-up, 134 mm read y-down, docs/formats.md §3.4).
     """
     ok = np.isfinite(centers_raw).all(1) & np.isfinite(joints_ydown).all((1, 2))
     if not ok.any():
@@ -345,7 +345,7 @@ class NYUDataset(Dataset):
         joints21 = self._joints21[frame] if self._joints21 is not None else None
         points = None if self.point_labels is None else np.asarray(self.point_labels(frame), np.float64)
         crop, M = crop_depth_mm(depth, center, cube, self.camera, self.size, self.crop_sampling)
-        premax = float(crop.max())  # before augmentation (§2.4 quirk)
+        premax = float(crop.max())  # before augmentation (docs/method.md §3 quirk)
         if aug is None and self.augment:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
             aug = sample_aug_params(rng, self.aug_shift, self.aug_scale, self.aug_rotation)

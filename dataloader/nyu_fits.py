@@ -1,4 +1,4 @@
-"""NYU's released MANO fits in the official file format (dsf-method §8.3, formats.md §1.8).
+"""NYU's released MANO fits in the official file format (docs/method.md §3, docs/formats.md §1.8).
 
 Files: ``<root>/posePara_lm_collosion/nyu-{split}-{v}-{glb,pose,shape,scale,trans}.txt`` with ``<root>`` the
 NYU tree (holding ``train/`` and ``test/``), ``v`` the 0-based Kinect view (like the per-view centre files),
@@ -7,7 +7,7 @@ DSF vector ``[axis-angle 3 | pose PCA 45 | betas 10 | scale 1 | transl 3]``.
 
 Frame: this project reads and writes them in its one camera frame (mm, y down), with g = 1 (no global
 scale): ``ManoLayer.forward_dsf(fit)`` gives the hand in mm. The official code loads these files but never
-uses them (§8.3); which frame the released files use is not documented (docs/DEVIATIONS.md
+uses them (docs/method.md §3); which frame the released files use is not documented (docs/DEVIATIONS.md
 ``## Benchmark``). Here they serve the benchmark's supervised upper bound (:func:`FitPointLabels`) and the
 stand-in generator writes them with the exact parameters of every frame.
 """

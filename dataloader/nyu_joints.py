@@ -6,7 +6,7 @@ MANO joints of the posed hand (which the layer regresses from the posed mesh, so
 consistently):
 
 - fingers: ``KNU2_A`` = midpoint of PIP and DIP, ``KNU1_A`` = midpoint of MCP and PIP (phalanx midpoints,
-  formats.md §3.8); thumb ``TH_KNU2_A`` = midpoint of IP and MCP, ``TH_KNU1_B`` = midpoint of CMC and wrist;
+  docs/formats.md §3.8); thumb ``TH_KNU2_A`` = midpoint of IP and MCP, ``TH_KNU1_B`` = midpoint of CMC and wrist;
 - palm: ``PALM_2`` = the MANO wrist (as in ``NYU36_TO_MANO21``); ``PALM_1`` = the wrist moved towards the
   pinky side by ``WRIST_SPREAD`` times the wrist -> middle-MCP length (real NYU: PALM_1 / PALM_2 lie 31 mm
   apart, PALM_1 nearer the pinky; a bit less here so that PALM_1 stays inside the wrist); ``PALM_3`` =
@@ -31,7 +31,7 @@ WRIST_SPREAD = 0.2
 #: PALM_3 position along wrist -> mean finger MCP
 PALM3_FRACTION = 0.78
 
-#: MANO joint ids (dsf-method.md §2.6) that define the hand axes and the palm joints
+#: MANO joint ids (docs/method.md §2.5) that define the hand axes and the palm joints
 MANO_WRIST, MANO_INDEX_MCP, MANO_MIDDLE_MCP, MANO_PINKY_MCP, MANO_RING_MCP = 0, 1, 4, 7, 10
 # (NYU id, MANO a, MANO b): NYU joint = midpoint of MANO joints a and b
 _MIDPOINTS = (

@@ -1,4 +1,4 @@
-"""A Kinect-1-like sensor model for clean rendered depth (the stand-in NYU frames, formats.md §3.8).
+"""A Kinect-1-like sensor model for clean rendered depth (the stand-in NYU frames, docs/formats.md §3.8).
 
 Numpy/OpenCV, one frame (or one window of a frame) at a time, depth in mm with 0 = no surface.
 Effects, in order:
@@ -11,7 +11,7 @@ Effects, in order:
    than on the object's own rim), plus the projector shadow (background pixels left of an occluder within
    ``fb (1/z_near - 1/z_far)`` px; the projector sits to the right);
 5. random holes (small discs on surfaces) and sparse speckle dropouts;
-6. everything missing or beyond ``max_depth`` becomes ``invalid`` (2001, like real NYU frames, formats.md §6).
+6. everything missing or beyond ``max_depth`` becomes ``invalid`` (2001, like real NYU frames, docs/formats.md §6).
 """
 from __future__ import annotations
 

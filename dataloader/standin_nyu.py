@@ -1,4 +1,4 @@
-"""Generate an NYU-format stand-in tree from a MANO(-format) model (formats.md §3.8; tests and the demo).
+"""Generate an NYU-format stand-in tree from a MANO(-format) model (docs/formats.md §3.8; tests and the demo).
 
 ``python -m dataloader.standin_nyu --out DIR --train N --test M [--seed S] [--mano PATH] [--views 3]``
 
@@ -10,7 +10,7 @@ centre files ``center_{split}_{v}_refined.txt`` (v = 0, 1, 2; y down, DSF conven
 ``center_{split}_refined.txt`` (view 1, y up). Centres = mean of the 14 evaluation joints + N(0, 12^2) mm per
 axis. ``DIR/standin_nyu.json`` records the settings (:func:`ensure_standin_nyu` regenerates only when they
 change). ``DIR/posePara_lm_collosion/nyu-{split}-{v}-{glb,pose,shape,scale,trans}.txt`` (v = 0, 1, 2) are the
-"released MANO fits" in the official file format (dsf-method §8.3): the exact 62-d parameters of every frame
+"released MANO fits" in the official file format (docs/method.md §3): the exact 62-d parameters of every frame
 and view, placed in the camera frame (mm, y down): MANO(fit) gives the frame's joint labels
 (:mod:`dataloader.nyu_fits`).
 

@@ -1,5 +1,4 @@
-"""Synthetic pre-training data: MANO parameter sources and the batched synthetic renderer (dsf-method.md §5.1,
-§5.4, §8.1-8.2).
+"""Synthetic pre-training data: MANO parameter sources and the batched synthetic renderer (docs/method.md §8.2).
 
 Two halves, so that rendering runs batched in the training step and never mesh-by-mesh in workers:
 
@@ -8,14 +7,14 @@ Two halves, so that rendering runs batched in the training step and never mesh-b
   (:func:`load_hands_params`, located by :func:`find_hands_params`) or from the built-in pose source
   (:func:`builtin_pose_params`: the MANO file's own ``hands_coeffs``, 1554 captured poses in PCA space,
   interpolated, with noise and uniformly random global rotations; a documented substitute for the
-  unreleased-source HANDS fits, §10 item 10).
+  unreleased-source HANDS fits, docs/DEVIATIONS.md "Synthetic generation").
   :class:`InfiniteShuffleSampler` reshuffles forever, so the fine-tuning loop can draw any number of batches.
 - **rendering** (batched, on the training device): :func:`render_synthetic_batch` / :class:`SyntheticRenderer`
   turn (B, 62) parameters into crops and labels with the keys and conventions of
   :class:`dataloader.nyu.NYUDataset` items (the 14 NYU joints), plus the 21 MANO-order joints and the mesh under
   ``mano_*`` keys, and the un-occluded depth. The random ranges are one frozen :class:`SyntheticSettings`.
 
-Which synthetic image is which (dsf-method.md §4.4, §5.4, §6.1): ``depth`` is the clean render **after** the
+Which synthetic image is which (docs/method.md §6, §8.2, §9): ``depth`` is the clean render **after** the
 occlusion masking, i.e. the image the transfer network G receives and the one against which pixel targets are
 encoded and predictions decoded; ``depth_unoccluded`` is the render before the masking (inspection and tests
 only, never a training target).
@@ -89,7 +88,7 @@ def load_hands_params(directory, prefix: str = "hands") -> np.ndarray:
 def find_hands_params(root, prefix: str = "hands") -> Path | None:
     """The directory of the official HANDS parameter files under ``root``, or None.
 
-    Looks for ``{prefix}-*.txt`` in ``root/hands20/posePara_lm_collosion`` (the official layout, §8.1), then
+    Looks for ``{prefix}-*.txt`` in ``root/hands20/posePara_lm_collosion`` (the official layout, docs/formats.md §1.8), then
     in ``root/posePara_lm_collosion``. A directory holding any of the five files is returned even when the set
     is incomplete, so that :func:`load_hands_params` names the missing file instead of silently falling back
     to the built-in source.
@@ -257,7 +256,7 @@ def param_loader(dataset: SyntheticParams, batch_size: int = 32, seed: int = 0,
 
 
 # ----------------------------------------------------------------------------------------------------
-# occlusion augmentation (§5.4)
+# occlusion augmentation (docs/method.md §8.2)
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Occlusion:
@@ -287,7 +286,7 @@ def occlusion_spheres(joints_uvd: Tensor, generator: torch.Generator | None = No
 def occlusion_mask(depth: Tensor, occ: Occlusion) -> Tensor:
     """(B, 1, H, W) bool: pixels whose (u_p, v_p, d_p) lies inside an occlusion sphere.
 
-    Pixel centres and depths as :func:`util.geometry.pixel_points` (convention (a) of §2.5).
+    Pixel centres and depths as :func:`util.geometry.pixel_points` (convention (a) of docs/method.md §2.3).
     """
     B, _, H, W = depth.shape
     pts = pixel_points(depth).transpose(1, 2)  # (B, HW, 3)
@@ -296,7 +295,7 @@ def occlusion_mask(depth: Tensor, occ: Occlusion) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------
-# batched synthetic rendering (§5.1)
+# batched synthetic rendering (docs/method.md §8.2)
 # ----------------------------------------------------------------------------------------------------
 def _uniform(shape, lo: float, hi: float, generator) -> Tensor:
     return torch.rand(shape, generator=generator, dtype=torch.float64) * (hi - lo) + lo

@@ -1,4 +1,4 @@
-"""Consis-CycleGAN training model (docs/DEVIATIONS.md "Consis-CycleGAN"; dsf-method.md §7.3 reconstruction).
+"""Consis-CycleGAN training model (docs/DEVIATIONS.md "Consis-CycleGAN"; docs/method.md §12 reconstruction).
 
 Domain A = synthetic crops, domain B = real crops, both (B, 1, S, S) in [-1, 1] with background +1.
 CycleGAN conventions (junyanz code): ``G_A: A -> B`` (the translator DSF uses), ``G_B: B -> A``; ``D_A`` judges
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from model.transfer_net import build_transfer_discriminator, build_transfer_generator
 
-#: a pixel is "hand" (foreground) when its normalised depth is below this (dsf-method.md §7.2 metric)
+#: a pixel is "hand" (foreground) when its normalised depth is below this (docs/method.md §12 metric)
 FG_THRESHOLD = 0.99
 
 
@@ -43,7 +43,7 @@ def foreground_consistency(x: Tensor, y: Tensor, threshold: float = FG_THRESHOLD
 
 
 def consistency_metric(x: Tensor, y: Tensor, threshold: float = FG_THRESHOLD, region: str = "all") -> Tensor:
-    """The comparison metric of dsf-method.md §7.2 (lower = the translation keeps the hand's depth values).
+    """The comparison metric of docs/method.md §12 (lower = the translation keeps the hand's depth values).
 
     Per sample ``sum_p |y - x| / sum_p [x < t and y < t]`` (L1 change normalised by the number of pixels in the
     intersection of the two foregrounds), averaged over the batch. ``region='all'`` sums the numerator over all
@@ -128,7 +128,7 @@ class ImagePool:
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CycleGANSettings:
-    """Network sizes and loss weights (config ``transfer_*`` keys). Defaults: CycleGAN + our λ_c (§7.3)."""
+    """Network sizes and loss weights (config ``transfer_*`` keys). Defaults: CycleGAN + our λ_c (docs/DEVIATIONS.md "Consis-CycleGAN")."""
 
     ngf: int = 64
     n_blocks: int = 9

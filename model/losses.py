@@ -56,7 +56,7 @@ def _check_last(name: str, x: Tensor, ndim: int, last: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# synthetic terms (pre-training §"synthetic pre-training" and the synthetic half of fine-tuning)
+# synthetic terms (pre-training, docs/method.md §10, and the synthetic half of fine-tuning)
 # ------------------------------------------------------------------------------------------------------------
 def pixel_map_loss(maps: Tensor, joints_uvd: Tensor, depth: Tensor, K: float = OFFSET_KERNEL,
                    delta: float = HUBER_DELTA) -> Tensor:

@@ -1,8 +1,8 @@
-"""The pixel-wise joint representation of DSF ("offset" maps, dsf-method.md §4.4) as pure, differentiable functions.
+"""The pixel-wise joint representation of DSF ("offset" maps, docs/method.md §6) as pure, differentiable functions.
 
 Maps live on an F x F grid (F = 64 for 128 x 128 crops). Pixel p = (row i, column j) sits at
 ``P_p = (u_p, v_p, d_p)`` with ``u_p = 2 (j + 0.5) / F - 1``, ``v_p = 2 (i + 0.5) / F - 1`` (pixel-centre
-convention (a) of §2.5) and ``d_p`` = the normalised crop depth nearest-downsampled to F x F (every second pixel
+convention (a) of docs/method.md §2.3) and ``d_p`` = the normalised crop depth nearest-downsampled to F x F (every second pixel
 starting at 0 for 128 -> 64). A pixel is foreground when ``d_p < 0.99``.
 
 Channel layout of a map tensor (B, 4J, F, F): channels ``3k .. 3k+2`` = unit offset of joint k (u, v, d),

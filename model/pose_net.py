@@ -1,4 +1,4 @@
-"""The two-stage DSF pose network (dsf-method.md §4; official ``MANO_OCR_stage('ResNet_stage_18', 21, True)``).
+"""The two-stage DSF pose network (docs/method.md §7; official ``MANO_OCR_stage('ResNet_stage_18', 21, True)``).
 
 Stage 1: 5x5 stem + ResNet-18 trunk; a MANO head (62 numbers, layout of :class:`render.mano_params.ManoParams`)
 and a 3-layer deconvolution head producing 4J maps at 64x64 (J*3 unit offsets + J closeness maps, see
@@ -152,7 +152,7 @@ class PoseNet(nn.Module):
         stage1, feat1 = self._run_stage("", c0)
         if n == 1:
             return PoseNetOutput(stages=[stage1])
-        rendered = renderer.render_prediction(stage1.mano, center_xyz, cube)  # not detached (§4.2)
+        rendered = renderer.render_prediction(stage1.mano, center_xyz, cube)  # not detached (docs/method.md §7)
         remap = encode_offsets(rendered.joints_uvd, rendered.depth, self.offset_kernel, feat1.shape[-1])
         # keep the concatenation in the features' layout: one mixed-layout input makes torch.cat fall back to a
         # contiguous result that the next conv must convert again (channels-last inference, bench/network.py)
@@ -220,7 +220,7 @@ def _layout_of(x: torch.Tensor) -> torch.memory_format:
 
 
 def init_pose_net_weights(net: nn.Module) -> None:
-    """Official initialisation (§4.3).
+    """Official initialisation (docs/method.md §7).
 
     Conv2d: normal(0, sqrt(2 / (k_h k_w out))), biases keep PyTorch defaults; BatchNorm: weight 1, bias 0;
     ConvTranspose2d: normal(0, 0.001); Linear: weight normal(0, 0.001), bias PyTorch default;

@@ -1,4 +1,4 @@
-"""From network outputs to joints in mm (inference entry point and the prediction placement of dsf-method.md §3.4).
+"""From network outputs to joints in mm (inference entry point and the prediction placement of docs/method.md §4.4).
 
 - MANO branch (MPE): the 62-d vector is evaluated with the global scale g = 1/125, so the predicted scale s and
   translation t place the hand directly in norm-xyz of the crop (``X_n = s (1000 g V) + t``); mm follow with
@@ -55,7 +55,7 @@ def _placed_from_norm(verts_norm: torch.Tensor, joints_norm: torch.Tensor, cente
 
 def norm_uvd_joints_to_mm(joints_uvd: torch.Tensor, center_xyz: torch.Tensor, cube: torch.Tensor, M: torch.Tensor,
                           camera) -> torch.Tensor:
-    """Pixel-branch joints (B, J, 3) norm-uvd -> (B, J, 3) mm in the camera frame (label convention (b) of §2.5).
+    """Pixel-branch joints (B, J, 3) norm-uvd -> (B, J, 3) mm in the camera frame (label convention (b) of docs/method.md §2.3).
 
     ``M`` (B, 3, 3) full image -> crop pixels; ``camera`` (fx, fy, cx, cy) or (B, 4).
     """

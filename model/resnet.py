@@ -1,4 +1,4 @@
-"""ResNet-18 building blocks of the DSF pose network (dsf-method.md §4.1), written here (no torchvision).
+"""ResNet-18 building blocks of the DSF pose network (docs/method.md §7), written here (no torchvision).
 
 Module and attribute names follow torchvision's ``BasicBlock`` (``conv1, bn1, conv2, bn2, downsample.{0,1}``) so
 the official DSF checkpoints, which were built from those names, load with ``strict=True``.

@@ -1,4 +1,4 @@
-"""Consis-CycleGAN networks (dsf-method.md §7.1): the ResNet generator G_A (synthetic -> real-looking depth) and
+"""Consis-CycleGAN networks (docs/method.md §12): the ResNet generator G_A (synthetic -> real-looking depth) and
 the PatchGAN discriminator used to train it.
 
 Ported from the junyanz pytorch-CycleGAN-and-pix2pix design (``networks.ResnetGenerator``,
@@ -145,7 +145,7 @@ def build_transfer_generator(*, in_ch: int = 1, out_ch: int = 1, ngf: int = 64, 
 
 def build_transfer_discriminator(*, in_ch: int = 1, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
                                  init_type: str = "xavier", gain: float = 0.02) -> NLayerDiscriminator:
-    """PatchGAN discriminator for Consis-CycleGAN training (our reconstruction, §7.3: 3 layers, ndf 64, instance
+    """PatchGAN discriminator for Consis-CycleGAN training (our reconstruction, docs/DEVIATIONS.md "Consis-CycleGAN": 3 layers, ndf 64, instance
     norm). The init follows the generator's (CycleGAN applies one ``init_type`` to G and D)."""
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers!r}")

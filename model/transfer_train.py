@@ -13,7 +13,7 @@ Run folder (``run_dir``):
 - ``latest_transfer_state.pth``: everything needed to resume (the four networks, both optimisers and schedulers,
   both image pools, every RNG, epoch / step, the config) -- ``resume=auto`` or ``resume=<that file or folder>``;
 - TensorBoard (``runs/``), ``train.log``, ``train_log.jsonl`` (:class:`util.train_log.TrainLog`): every loss term,
-  the §7.2 consistency metric and the learning rate every ``log_every`` iterations, image grids (synthetic,
+  the consistency metric of docs/method.md §12 and the learning rate every ``log_every`` iterations, image grids (synthetic,
   translated, cycled | real, translated back, cycled) every ``img_log_every`` iterations;
 - ``transfer_examples.png``: the same grid at the end.
 
@@ -290,7 +290,7 @@ def train_transfer(cfg, run_dir: str | os.PathLike, dist: Any = None, *, synthet
             loader without labels.
     Returns:
         {"run_dir", "generator" (path of latest_net_G_A.pth), "epochs" (completed), "steps", "resumed_from"
-        (epoch or None), "losses" (mean of each term over the last epoch), "consistency" (mean §7.2 metric over
+        (epoch or None), "losses" (mean of each term over the last epoch), "consistency" (mean docs/method.md §12 metric over
         the last epoch's logged iterations), "seconds"}.
     """
     from tqdm import tqdm

@@ -1,7 +1,7 @@
-"""Render a predicted MANO hand into its sample's crop (the official ``Render.render``, dsf-method.md §5.2).
+"""Render a predicted MANO hand into its sample's crop (the official ``Render.render``, docs/method.md §8.1).
 
 The network predicts the 62-d MANO vector in the normalised space of the current crop (global scale 1/125,
-§3.4). This module places the mesh in mm with the crop centre and cube, rasterises it **directly into the
+docs/method.md §4.4). This module places the mesh in mm with the crop centre and cube, rasterises it **directly into the
 128x128 crop** (crop intrinsics ``K' = M K``; the official code renders 640x480 and resamples — the same image at a
 fraction of the cost) and normalises the depth exactly like a real crop. Crop pixel (i, j) samples the ray through
 the frame point ``M^-1 (j, i)``; the NYU loader's ``crop_sampling='warp'`` takes the frame pixel nearest to that

@@ -1,4 +1,4 @@
-"""Sizes fixed by the MANO v1.2 file format (formats.md §1.2) and the error for a file that breaks them.
+"""Sizes fixed by the MANO v1.2 file format (docs/formats.md §1.2) and the error for a file that breaks them.
 
 Shared by the reader (``render.mano_io``, ``render.mano_unpickler``) and the stand-in writer
 (``render.standin``, ``render.standin.mano_pickle``); ``render.mano_io`` re-exports every name.
@@ -14,4 +14,4 @@ NUM_HAND_POSE = 45  # 15 finger joints x 3 axis-angle values
 
 
 class ManoFormatError(ValueError):
-    """A MANO model file is not what formats.md §1 describes (message names the file and the key)."""
+    """A MANO model file is not what docs/formats.md §1 describes (message names the file and the key)."""

@@ -1,11 +1,11 @@
-"""Reading and writing MANO model files without chumpy (formats.md §1).
+"""Reading and writing MANO model files without chumpy (docs/formats.md §1).
 
 Two containers are accepted:
 
 - ``MANO_RIGHT.pkl`` (MANO v1.2): a Python-2 pickle of a plain ``dict``. It is untrusted input, so it is
   read by a restricted unpickler that accepts exactly the 7 globals the official file uses (numpy array
   reconstruction, ``set``, the chumpy ``Ch`` / ``Select`` classes and ``scipy.sparse.csc.csc_matrix``;
-  formats.md §1.1, plus the two Python-3 spellings §1.3 names) and refuses every other global *before*
+  docs/formats.md §1.1, plus the two Python-3 spellings docs/formats.md §1.3 names) and refuses every other global *before*
   anything can be called. Each accepted global resolves to an immutable sentinel or record class that can
   only produce fresh inert records of arguments and state; arrays, chumpy values and the sparse regressor
   are computed afterwards with plain numpy from validated records (no chumpy, no scipy needed).
@@ -225,7 +225,7 @@ def load_mano(path: str | Path) -> ManoModel:
         raise
     except CONTENT_FAILURES as err:  # a check missed by the validation: still "bad file", never a traceback
         raise ManoFormatError(
-            f"{path}: invalid MANO model content ({type(err).__name__}: {err}); expected formats.md §1.2"
+            f"{path}: invalid MANO model content ({type(err).__name__}: {err}); expected docs/formats.md §1.2"
         ) from None
 
 

@@ -1,4 +1,4 @@
-"""MANO as a batched, differentiable torch layer (formats.md §1.5, dsf-method.md §3).
+"""MANO as a batched, differentiable torch layer (docs/formats.md §1.5, docs/method.md §4).
 
 Pure functions (``batch_rodrigues``, ``quat_to_rotmat``, ``batch_rigid_transform``, ``lbs``) work in the unit
 of the model arrays (metres for MANO). ``ManoLayer`` holds the model as float32 buffers and returns
@@ -36,13 +36,13 @@ from util.joints import (
 )
 
 METRES_TO_MM = 1000.0
-#: DSF's global scale for network predictions: 1/125 = 2/250 mm maps a NYU-cube crop to norm-xyz (§3.4)
+#: DSF's global scale for network predictions: 1/125 = 2/250 mm maps a NYU-cube crop to norm-xyz (docs/method.md §4.4)
 DSF_GLOBAL_SCALE = 1.0 / 125.0
 #: the official Rodrigues adds this to each axis-angle component before the norm (theta = 0 stays finite)
 RODRIGUES_EPS = 1e-8
-#: a face is in part k when one of its vertices has a skinning weight above this for joint k (§3.1)
+#: a face is in part k when one of its vertices has a skinning weight above this for joint k (docs/method.md §4.1)
 PART_WEIGHT_THRESHOLD = 0.1
-#: sphere radii average the 10 nearest regressor vertices of each joint (dsf-method §3.5)
+#: sphere radii average the 10 nearest regressor vertices of each joint (docs/method.md §5)
 MIN_REGRESSOR_VERTICES = 10
 WRIST_CENTRE_VERTEX = NUM_VERTS  # index of the extra vertex closing the wrist
 
@@ -151,7 +151,7 @@ def _kinematic_levels(parents: tuple[int, ...]) -> list[tuple[slice | list[int],
 def batch_rigid_transform(
     rotations: torch.Tensor, joints: torch.Tensor, parents: tuple[int, ...]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward kinematics (formats.md §1.5 steps 5-6).
+    """Forward kinematics (docs/formats.md §1.5 steps 5-6).
 
     Args:
         rotations: (B, J, 3, 3) local joint rotations (joint 0 = root, turning about joint 0).
@@ -190,7 +190,7 @@ def lbs(
     weights: torch.Tensor,
     parents: tuple[int, ...],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linear blend skinning with 'lrotmin' pose blend shapes (formats.md §1.5), in the model's unit.
+    """Linear blend skinning with 'lrotmin' pose blend shapes (docs/formats.md §1.5), in the model's unit.
 
     Args:
         betas: (B, K) shape coefficients.
@@ -238,7 +238,7 @@ def _check_batch(name: str, x: torch.Tensor, batch: int, width: int) -> None:
 class ManoLayer(nn.Module):
     """MANO right hand; every array is a float32 buffer (convert / move with ``.to``).
 
-    Buffers besides the model arrays (dsf-method §3.1):
+    Buffers besides the model arrays (docs/method.md §4.1):
         faces (1538, 3) long; faces_closed (1554, 3) long, the wrist fan to vertex 778 appended;
         J_regressor21 (778, 21): regressor + one-hot fingertip columns (official layout);
         regressor_support (16, 778) bool: vertices with a non-zero regressor weight per joint (sphere radii);

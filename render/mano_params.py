@@ -1,4 +1,4 @@
-"""The DSF MANO parameter vector — the single owner of its layout (dsf-method.md §3.2).
+"""The DSF MANO parameter vector — the single owner of its layout (docs/method.md §4.2).
 
 62-d (network output, axis-angle root)::
 

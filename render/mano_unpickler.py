@@ -1,7 +1,7 @@
-"""Restricted reader of the MANO v1.2 pickle container (formats.md §1.1, §1.3), used by ``render.mano_io``.
+"""Restricted reader of the MANO v1.2 pickle container (docs/formats.md §1.1, §1.3), used by ``render.mano_io``.
 
 ``MANO_RIGHT.pkl`` is untrusted input: :func:`read_pickle` unpickles it with an unpickler that accepts exactly
-the 7 globals the official file uses (plus the two Python-3 spellings formats.md §1.3 names) and refuses
+the 7 globals the official file uses (plus the two Python-3 spellings docs/formats.md §1.3 names) and refuses
 every other global *before* anything can be called. Each accepted global resolves to an immutable sentinel or
 record class that can only produce fresh inert records of arguments and state; arrays are then made with
 ``np.frombuffer`` from validated records, and :func:`evaluate_record` turns the chumpy ``Ch`` / ``Select``
@@ -169,7 +169,7 @@ class _SetSentinel(_Sentinel):
 
 
 #: module + name as a pickle spells it -> what it resolves to (a sentinel kind or a record class). Exactly
-#: the 7 globals of formats.md §1.1, plus the two alternative spellings formats.md §1.3 names: a pickle
+#: the 7 globals of docs/formats.md §1.1, plus the two alternative spellings docs/formats.md §1.3 names: a pickle
 #: re-written by Python 3 / numpy 2 says ``builtins.set`` and ``numpy._core.multiarray._reconstruct``.
 _ALLOWED_GLOBALS: dict[tuple[str, str], type] = {
     ("numpy.core.multiarray", "_reconstruct"): _ReconstructSentinel,
@@ -201,7 +201,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if kind is None:
             raise ManoFormatError(
                 f"refusing global {module}.{name}: a MANO pickle only references numpy arrays, set, "
-                "chumpy Ch/Select and scipy.sparse.csc.csc_matrix (formats.md §1.1)"
+                "chumpy Ch/Select and scipy.sparse.csc.csc_matrix (docs/formats.md §1.1)"
             )
         return self._sentinels.get(kind, kind)
 
@@ -281,7 +281,7 @@ def read_pickle(path: Path) -> dict:
 
 
 def evaluate_record(value, key: str, path: Path, depth: int = 0):
-    """Turn chumpy / sparse stubs into dense numpy arrays (formats.md §1.3); other values pass through."""
+    """Turn chumpy / sparse stubs into dense numpy arrays (docs/formats.md §1.3); other values pass through."""
     if depth > _MAX_NESTING:  # a hostile pickle can make a Ch contain itself
         raise ManoFormatError(f"{path}: key '{key}': chumpy objects nested too deeply")
     if isinstance(value, _ChumpyCh):

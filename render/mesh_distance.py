@@ -1,4 +1,4 @@
-"""Exact squared point-to-triangle distances for the ICP losses (dsf-method.md §6.4: d2m, part-aware ICP).
+"""Exact squared point-to-triangle distances for the ICP losses (docs/method.md §9: d2m, part-aware ICP).
 
 For each point of a batch of point clouds: the squared Euclidean distance to the nearest triangle of its
 mesh (all meshes share one face list), over the whole mesh or over the faces of one part. Units are the
@@ -323,7 +323,7 @@ def _nearest(points: Tensor, verts: Tensor, faces: Tensor, parts: Tensor | Seque
 
 def point_mesh_sqdist(points: Tensor, verts: Tensor, faces: Tensor, *, backend: str = "torch",
                       search: str = "auto", chunk_pairs: int | None = None) -> Tensor:
-    """Squared distance from each point to the nearest triangle of its mesh (the d2m ICP term, §6.4).
+    """Squared distance from each point to the nearest triangle of its mesh (the d2m ICP term, docs/method.md §9).
 
     Args:
         points: (B, P, 3) float, any units (norm-xyz in the losses); verts: (B, V, 3), same units, dtype and
@@ -345,7 +345,7 @@ def point_mesh_sqdist(points: Tensor, verts: Tensor, faces: Tensor, *, backend: 
 def point_part_sqdist(points: Tensor, verts: Tensor, faces: Tensor, parts: Tensor | Sequence[Tensor],
                       labels: Tensor, *, backend: str = "torch", search: str = "auto",
                       chunk_pairs: int | None = None) -> Tensor:
-    """Squared distance from each point to the nearest triangle of its own part (part-aware ICP, §6.4).
+    """Squared distance from each point to the nearest triangle of its own part (part-aware ICP, docs/method.md §9).
 
     Only the point's own part is searched, which is all the loss needs (its mean for part k runs over the
     points labelled k), at about the cost of one whole-mesh query.

@@ -1,4 +1,4 @@
-"""Differentiable hard z-buffer depth rasterizer of triangle meshes (pure PyTorch; dsf-method.md §5).
+"""Differentiable hard z-buffer depth rasterizer of triangle meshes (pure PyTorch; docs/method.md §8).
 
 Conventions (the repo's, see util/geometry.py): vertices in mm in the camera frame (+x right, +y down, +z
 forward); pinhole ``camera = (fx, fy, cx, cy)``; pixel (row i, column j) samples the ray through the image
@@ -299,7 +299,7 @@ def render_depth(verts: Tensor, faces: Tensor, camera: CameraLike, image_size: S
 def render_crop(verts: Tensor, faces: Tensor, center_xyz: Tensor, cube: Tensor, camera: CameraLike,
                 size: int = 128, *, rasterizer: Callable[..., Rendered] | None = None,
                 **kwargs) -> tuple[Rendered, Tensor]:
-    """Render meshes directly into their DeepPrior++ crops (dsf-method.md §2.3, §5.3 recommended route).
+    """Render meshes directly into their DeepPrior++ crops (docs/method.md §2.4, §8.1 recommended route).
 
     The crop's affine ``M`` (no rotation) composed with the full-frame camera gives the crop intrinsics
     ``K' = M K``; rendering with K' at ``size x size`` samples, at crop pixel (j, i), exactly the ray of the

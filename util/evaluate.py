@@ -1,4 +1,4 @@
-"""NYU hand-pose evaluation with the community protocol (formats.md §4), as functions and as a CLI.
+"""NYU hand-pose evaluation with the community protocol (docs/formats.md §4), as functions and as a CLI.
 
 Protocol (awesome-hand-pose-estimation ``evaluation/src``): predictions and ground truth are text files with
 one frame per line, 14 joints x (u px, v px, d mm) = 42 whitespace-separated numbers (joint order
@@ -14,7 +14,7 @@ CrossInfoNet prints up to 4 decimals with trailing zeros dropped (``196.112``, `
 CRLF line ends and trailing blank lines are accepted; blank lines inside the file, other column counts, text,
 NaN and inf are not.
 
-ICVL and MSRA (formats.md §5) use the same file format with 16 / 21 joints and their own intrinsics
+ICVL and MSRA (docs/formats.md §5) use the same file format with 16 / 21 joints and their own intrinsics
 (:data:`PROTOCOLS`, :func:`evaluate_dataset`); MSRA adds per-subject means and yaw/pitch error curves.
 
 CLI::

@@ -1,6 +1,6 @@
 """Pure geometry shared by loaders, renderer, network and evaluation (numpy **and** torch inputs).
 
-Conventions (see dsf-method.md §2):
+Conventions (see docs/method.md §2):
 - camera frame in mm, +x right, +y down, +z forward; ``camera = (fx, fy, cx, cy)``;
 - the DeepPrior++ crop: a cube of edge ``S`` (mm) around a centre ``C`` is cut from the full image and resized
   (keeping aspect) into a ``size x size`` crop; ``M`` (3x3) maps full-image pixels (u, v, 1) to crop pixels;
@@ -63,7 +63,7 @@ def flip_y(xyz: Array) -> Array:
 
 
 # ----------------------------------------------------------------------------------------------------
-# crop (DeepPrior++ style, dsf-method.md §2.3)
+# crop (DeepPrior++ style, docs/method.md §2.4)
 # ----------------------------------------------------------------------------------------------------
 def crop_bounds(center_uvd: Sequence[float], cube: Sequence[float], camera, ) -> tuple[int, int, int, int, float, float]:
     """Integer pixel box ``(x0, x1, y0, y1)`` and depth range ``(z0, z1)`` of the cube around one centre.
@@ -218,7 +218,7 @@ def norm_uvd_to_norm_xyz(uvd_n: Array, center_xyz: Array, cube: Array, M: Array,
 
 
 # ----------------------------------------------------------------------------------------------------
-# depth normalisation (dsf-method.md §2.4)
+# depth normalisation (docs/method.md §3)
 # ----------------------------------------------------------------------------------------------------
 def normalize_depth(depth_mm: Array, center_z: Array, cube_z: Array) -> Array:
     """Crop depth in mm -> [-1, 1]; 0 (no surface) -> far plane -> +1.
@@ -256,7 +256,7 @@ FOREGROUND_THRESHOLD = 0.99
 def pixel_points(depth: torch.Tensor) -> torch.Tensor:
     """Pixel positions ``P_p`` (B, 3, H*W) = (u_p, v_p, d_p) of a normalised crop (B, 1, H, W), row-major.
 
-    Pixel-centre convention (a) of dsf-method.md §2.5: pixel (row i, column j) sits at
+    Pixel-centre convention (a) of docs/method.md §2.3: pixel (row i, column j) sits at
     ``u_p = 2 (j + 0.5) / W - 1``, ``v_p = 2 (i + 0.5) / H - 1``; ``d_p`` is the pixel's own value.
     """
     b, _, h, w = depth.shape

@@ -1,7 +1,7 @@
 """Seeding and determinism: one call seeds every generator; per-item seeds make data augmentation a pure function
 of (seed, epoch, item) so that it does not depend on loader workers, ranks or where a run was resumed.
 
-See docs/DEVIATIONS.md, "Distributed/resume" (the official code seeds nothing; dsf-method.md §9.2 in the spec).
+See docs/DEVIATIONS.md, "Distributed/resume" (the official code seeds nothing).
 """
 from __future__ import annotations
 

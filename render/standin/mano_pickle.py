@@ -1,4 +1,4 @@
-"""Writer of the MANO v1.2 pickle container (formats.md §1.1, §2.3), used by ``render.standin``.
+"""Writer of the MANO v1.2 pickle container (docs/formats.md §1.1, §2.3), used by ``render.standin``.
 
 A pure-Python protocol-2 pickler that emits exactly the 7 globals of the licensed ``MANO_RIGHT.pkl`` (numpy
 array reconstruction, ``set``, chumpy ``Ch`` / ``Select``, old-scipy ``csc_matrix``) and refuses any
@@ -51,7 +51,7 @@ class _DtypeMarker:
     pass
 
 
-#: every global the file may reference -> (module, name) as written by Python 2 (formats.md §1.1)
+#: every global the file may reference -> (module, name) as written by Python 2 (docs/formats.md §1.1)
 _GLOBALS = {
     _ReconstructMarker: ("numpy.core.multiarray", "_reconstruct"),
     _NdarrayMarker: ("numpy", "ndarray"),
@@ -64,7 +64,7 @@ _GLOBALS = {
 
 
 class _V12Pickler(pickle._Pickler):
-    """Pure-Python protocol-2 pickler emitting only the 7 globals of MANO v1.2 (formats.md §2.3)."""
+    """Pure-Python protocol-2 pickler emitting only the 7 globals of MANO v1.2 (docs/formats.md §2.3)."""
 
     def __init__(self, file) -> None:
         super().__init__(file, protocol=2)

@@ -1,7 +1,7 @@
 """Assembly and writing of the procedural stand-in ``MANO_RIGHT.pkl`` (MANO v1.2 container, no MANO data).
 
 ``python -m render.standin --out PATH [--npz]`` (:func:`main`) writes a right-hand model that goes through the same
-restricted reader as the licensed file (formats.md §1.1-1.2, §2): a protocol-2 pickle of a 13-key dict with
+restricted reader as the licensed file (docs/formats.md §1.1-1.2, §2): a protocol-2 pickle of a 13-key dict with
 exactly the 7 globals of the real file, ``shapedirs`` as chumpy ``Select(Ch(778x3x20))``, ``J_regressor`` as
 an old-style CSC state. Real chumpy (chumpy-fixed) also loads it.
 
@@ -110,7 +110,7 @@ def _build() -> tuple[dict, np.ndarray]:
 
 
 def build_standin() -> dict:
-    """The stand-in model as plain numpy arrays / strs, keyed and ordered like MANO v1.2 (formats.md §1.2).
+    """The stand-in model as plain numpy arrays / strs, keyed and ordered like MANO v1.2 (docs/formats.md §1.2).
 
     Returns:
         dict with ``hands_components`` (45, 45), ``f`` (1538, 3) uint32, ``J_regressor`` (16, 778) dense,
@@ -134,7 +134,7 @@ def _write(path: str, data: bytes) -> None:
 
 
 def write_standin(path: str) -> None:
-    """Write the stand-in model to ``path`` in the MANO v1.2 pickle container (formats.md §1.1, §2.3)."""
+    """Write the stand-in model to ``path`` in the MANO v1.2 pickle container (docs/formats.md §1.1, §2.3)."""
     _write(path, standin_bytes())
 
 

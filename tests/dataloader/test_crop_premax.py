@@ -1,4 +1,4 @@
-"""The DeepPrior++ normalisation quirk (dsf-method.md §2.4, §8.3) pinned on hand-built data: the farthest
+"""The DeepPrior++ normalisation quirk (docs/method.md §3) pinned on hand-built data: the farthest
 in-range pixel (== ``premax``) becomes background (+1), and ``premax`` is taken *before* augmentation."""
 from __future__ import annotations
 

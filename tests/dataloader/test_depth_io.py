@@ -44,7 +44,7 @@ def test_encode_rounds_and_rejects_bad_depth():
 
 
 def test_real_frame_decodes_like_the_spec(shared_dir):
-    # formats.md §6: the real test frame has no zeros, 61 % pixels at 2001 mm, the hand at 731-807 mm
+    # docs/formats.md §6: the real test frame has no zeros, 61 % pixels at 2001 mm, the hand at 731-807 mm
     depth = decode_depth(shared_dir / "nyu" / "sample" / "test" / "depth_1_0000001.png")
     assert depth.shape == (480, 640) and depth.dtype == np.float32
     assert depth.min() == 731 and depth.max() == 2001

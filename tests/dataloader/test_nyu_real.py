@@ -24,7 +24,7 @@ def real(shared_dir):
 
 
 def test_centre_files_are_y_up(real):
-    # formats.md §3.4: refined centres ~21 mm from the GT centroid when read y-up, ~134 mm when read y-down
+    # docs/formats.md §3.4: refined centres ~21 mm from the GT centroid when read y-up, ~134 mm when read y-down
     _, gt_uvd, centers, valid = real
     assert valid.all() and len(gt_uvd) == 8252
     joints = uvd_to_xyz(gt_uvd, CAM)  # uvd is frame-free; lifting with our camera gives y-down mm

@@ -26,7 +26,7 @@ def patchgan_count(in_ch: int, ndf: int = 64, n_layers: int = 3) -> int:
 
 def test_parameter_counts():
     gens, discs = build_cyclegan(CycleGANSettings())
-    assert count(gens.G_A) == count(gens.G_B) == 11_365_633  # dsf-method.md §7.1
+    assert count(gens.G_A) == count(gens.G_B) == 11_365_633  # docs/method.md §12
     # CycleGAN prints "[Network D_A] Total number of parameters : 2.765 M" for its 3-channel basic D
     assert round(patchgan_count(3) / 1e6, 3) == 2.765
     assert patchgan_count(1) == 2_762_689

@@ -1,4 +1,4 @@
-"""Huber loss (dsf-method.md §6.0) against the official ``SmoothL1Loss`` outputs."""
+"""Huber loss (docs/method.md §9) against the official ``SmoothL1Loss`` outputs."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Offset representation (dsf-method.md §4.4): oracle agreement, round trip, differentiability."""
+"""Offset representation (docs/method.md §6): oracle agreement, round trip, differentiability."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +23,7 @@ def test_matches_official_oracle(shared_dir):
 
 
 def test_pixel_grid_convention():
-    """Pixel (row i, column j) of an F-wide map sits at u = 2(j + 0.5)/F - 1, v = 2(i + 0.5)/F - 1 (§2.5 (a))."""
+    """Pixel (row i, column j) of an F-wide map sits at u = 2(j + 0.5)/F - 1, v = 2(i + 0.5)/F - 1 (docs/method.md §2.3 (a))."""
     depth = torch.arange(16.0).reshape(1, 1, 4, 4)
     pts = pixel_points(depth).reshape(3, 4, 4)
     i, j = 1, 3

@@ -1,4 +1,4 @@
-"""Pose network (dsf-method.md §4): layout, counts, init, shapes, the stage-2 remap, inference on a real frame."""
+"""Pose network (docs/method.md §7): layout, counts, init, shapes, the stage-2 remap, inference on a real frame."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +17,7 @@ J = 21
 
 
 # ----------------------------------------------------------------------------------------------------
-# the official checkpoint layout, rebuilt from §4.1-4.3 and torchvision's BasicBlock naming
+# the official checkpoint layout, rebuilt from docs/method.md §7 and torchvision's BasicBlock naming
 # ----------------------------------------------------------------------------------------------------
 def _bn(prefix: str, ch: int) -> dict[str, tuple]:
     return {f"{prefix}.weight": (ch,), f"{prefix}.bias": (ch,), f"{prefix}.running_mean": (ch,),

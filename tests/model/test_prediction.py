@@ -1,4 +1,4 @@
-"""Prediction placement (dsf-method.md §3.4) and the pixel-branch conversion to mm."""
+"""Prediction placement (docs/method.md §4.4) and the pixel-branch conversion to mm."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Consis-CycleGAN generator / discriminator (dsf-method.md §7.1): CycleGAN key layout, counts, init, loading."""
+"""Consis-CycleGAN generator / discriminator (docs/method.md §12): CycleGAN key layout, counts, init, loading."""
 from __future__ import annotations
 
 import math

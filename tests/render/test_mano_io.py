@@ -1,4 +1,4 @@
-"""MANO file reader: round trips, the restricted unpickler, and every kind of corrupt file (formats.md §1)."""
+"""MANO file reader: round trips, the restricted unpickler, and every kind of corrupt file (docs/formats.md §1)."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +20,7 @@ import render.mano_io as mano_io
 import render.mano_unpickler as mano_unpickler
 from render.mano_io import ManoFormatError, ManoModel, load_mano, save_mano_npz
 
-#: the globals of the official MANO v1.2 pickle (formats.md §1.1)
+#: the globals of the official MANO v1.2 pickle (docs/formats.md §1.1)
 OFFICIAL_GLOBALS = {
     "numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype", "__builtin__ set",
     "chumpy.ch Ch", "chumpy.reordering Select", "scipy.sparse.csc csc_matrix",

@@ -523,7 +523,7 @@ def test_standin_hands_render_into_crops_consistently(standin_model):
                         transl=torch.zeros(B, 3))
     with torch.no_grad():
         out = layer.forward_dsf(params.to_vector())
-    # DSF §5.1: centred hand at 500-1200 mm on the axis; one at an exact crop scale (s = 1/2), others general
+    # DSF synthetic hands (docs/method.md §8.2): centred hand at 500-1200 mm on the axis; one at an exact crop scale (s = 1/2), others general
     depth = torch.tensor([125 * NYU_CAMERA.fx / 128, 520.0, 700.0, 850.0, 1000.0, 1190.0])
     on_axis = torch.stack([torch.zeros(B), torch.zeros(B), depth], 1)
     verts = out.vertices - out.joints.mean(1, keepdim=True) + on_axis[:, None]

@@ -1,4 +1,4 @@
-"""Procedural MANO stand-in: v1.2 container (formats.md §1.1-1.2, §2.3), topology and geometry (§2.1)."""
+"""Procedural MANO stand-in: v1.2 container (docs/formats.md §1.1-1.2, §2.3), topology and geometry (§2.1 there)."""
 from __future__ import annotations
 
 import importlib.util
@@ -351,7 +351,7 @@ def _rodrigues(r):
 
 
 def _lbs(model, hand_pose):
-    """float64 MANO LBS (formats.md §1.5, zero posedirs/betas) -> posed vertices (778, 3)."""
+    """float64 MANO LBS (docs/formats.md §1.5, zero posedirs/betas) -> posed vertices (778, 3)."""
     j = model["J_regressor"] @ model["v_template"]
     rot = [np.eye(3)] + [_rodrigues(r) for r in hand_pose.reshape(15, 3)]
     world = []
