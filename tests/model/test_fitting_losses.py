@@ -85,6 +85,11 @@ def test_prediction_collision_mesh_gets_no_gradient():
     assert loss.item() > 0
     loss.backward()
     assert verts.grad is None and joints.grad.abs().sum() > 0
+    # radii move with the joints (distances to the fixed mesh): finite differences through centres and radii
+    n = max(range(2), key=lambda i: prediction_collision_loss(layer, joints[i:i + 1], verts[i:i + 1]).item())
+    j0, v0 = joints.detach()[n:n + 1].clone().requires_grad_(True), verts.detach()[n:n + 1]
+    assert prediction_collision_loss(layer, j0, v0).item() > 0
+    assert torch.autograd.gradcheck(lambda j: prediction_collision_loss(layer, j, v0), (j0,), fast_mode=True)
 
 
 # ------------------------------------------------------------------------------------------------ ICP
