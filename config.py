@@ -168,6 +168,17 @@ class Config:
     save_mesh: bool = False  # test: also write stage-2 meshes (779 x 3 mm per frame) and 62-d MANO parameters
     save_obj: bool = False  # test: also write one OBJ mesh per frame into <run>/obj/
 
+    # --- distributed / resume / speed (torchrun for several GPUs: README, "Several GPUs and resuming") ------
+    keep_last: int = 3  # epoch_XXX.pth files kept in the run folder (latest.pth and best.pth always kept); 0 = none
+    ckpt_every: int = 0  # iterations between mid-epoch saves of latest.pth (0 = only at the end of each epoch)
+    nan_max_consecutive: int = 10  # non-finite steps (skipped, counted) in a row before the run stops, checkpointed
+    amp: bool = False  # CUDA: bf16 autocast for the network (MANO, renderer, distances, losses stay float32)
+    torch_compile: bool = False  # torch.compile the pose network (first iterations slower while it compiles)
+    channels_last: bool = True  # CUDA: channels-last memory format for the convolutions (same numbers, faster)
+    cudnn_benchmark: bool = True  # CUDA: cuDNN autotuning (official: on); ignored when deterministic
+    deterministic: bool = False  # CUDA: deterministic kernels only (slower); CPU runs are repeatable regardless
+    sync_bn: bool = False  # several GPUs: BatchNorm statistics over the global batch (CUDA only; default per rank)
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -335,6 +346,9 @@ RANGES: dict[str, Range] = {
     "iters_per_epoch": Range(0, 10**9),
     "seed": Range(0, 2**32 - 1, why="numpy's np.random.seed accepts 0..2**32-1"),
     "log_every": Range(1, 10**9),
+    "keep_last": Range(0, 10**6, why="epoch checkpoints kept"),
+    "ckpt_every": Range(0, 10**9, why="iterations; 0 = end of epoch only"),
+    "nan_max_consecutive": Range(1, 10**6, why="consecutive skipped steps"),
     "img_log_every": Range(1, 10**9),
     "test_views": Range(1, 3, why="Kinect views"),
     # Consis-CycleGAN training (train_stage=transfer)

@@ -1,6 +1,7 @@
 """Shared, generated, session-scoped fixtures (small and fast; nothing here is MANO data)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest

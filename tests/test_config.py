@@ -33,6 +33,8 @@ OFFICIAL = {
     "lr_offbyone": True, "max_epoch": 15, "batch_size": 32, "iters_per_epoch": 0, "epoch_test": True,
     # ICVL mirror (docs/method.md §3; flip_icvl_loader: u' = 320 - u)
     "icvl_mirror_width": 320.0,
+    # runtime (docs/method.md §13: fp32, cuDNN autotuning on)
+    "amp": False, "cudnn_benchmark": True,
 }
 #: defaults that knowingly differ from the official value: key -> (official value, why); each is recorded in
 #: docs/DEVIATIONS.md
@@ -47,6 +49,8 @@ NO_OFFICIAL_VALUE = {
     "camera_intrinsics", "cube_size", "synth_depth", "center_depth_range",  # overrides; derived values below
     "num_workers", "skip_bad", "renderer", "device", "seed", "log_every", "img_log_every",
     "save_mesh", "save_obj",  # official config switches without a method value (output files only)
+    "keep_last", "ckpt_every", "nan_max_consecutive", "torch_compile", "channels_last", "deterministic",
+    "sync_bn",  # distributed / resume / speed (util/distributed.py, util/checkpointing.py)
     "synth_pose_noise", "synth_builtin_poses", "synth_builtin_rotation", "synth_builtin_cone_deg",
     "test_subject",  # MSRA fold; the official trainer reads a `test_id` key its config lacks
 }

@@ -1,4 +1,5 @@
 """Prediction renderer: placement of the normalised MANO prediction and consistency with the crop geometry."""
+import numpy as np
 import torch
 
 from render.hand_renderer import HandRenderer
