@@ -1,7 +1,6 @@
 """Shared, generated, session-scoped fixtures (small and fast; nothing here is MANO data)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

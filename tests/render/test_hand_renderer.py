@@ -1,5 +1,4 @@
 """Prediction renderer: placement of the normalised MANO prediction and consistency with the crop geometry."""
-import numpy as np
 import torch
 
 from render.hand_renderer import HandRenderer

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from render.mano_io import ManoFormatError, ManoModel
+from render.mano_io import ManoFormatError
 from render.mano_layer import (
     DSF_GLOBAL_SCALE,
     ManoLayer,
