@@ -19,6 +19,7 @@ The restricted unpickler and its inert records live in ``render.mano_unpickler``
 """
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from render.mano_format import (  # noqa: F401  (all re-exported: this module is the public entry point)
     NUM_BETAS, NUM_FACES, NUM_HAND_POSE, NUM_JOINTS, NUM_POSE_BASIS, NUM_VERTS, ManoFormatError,
 )
-from render.mano_unpickler import CONTENT_FAILURES, evaluate_record, read_pickle
+from render.mano_unpickler import MAX_FILE_BYTES, CONTENT_FAILURES, evaluate_record, read_pickle
 
 #: rows of the skinning weights and of the joint regressor must sum to 1; loose enough for float32 files
 ROW_SUM_TOL = 1e-4
@@ -77,11 +78,46 @@ class ManoModel:
 
 
 def _read_npz(path: Path) -> dict:
-    try:  # our own handle: numpy leaks the one it opens when the zip is corrupt
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as err:
+    """The MANO members of an ``.npz``: only the expected keys are read, each after its ``.npy`` header (shape,
+    dtype, size) has been checked, so an unused or oversized member costs nothing."""
+    wanted = {**_FLOAT_KEYS, **_INT_KEYS, **_OPTIONAL_KEYS, **{k: () for k in _STRING_KEYS}}
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = set(zf.namelist())
+            for key, shape in wanted.items():
+                if key + ".npy" in members:
+                    out[key] = _read_npz_member(zf, key, shape, path)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError, KeyError) as err:
+        if isinstance(err, ManoFormatError):
+            raise
         raise ManoFormatError(f"{path}: not a readable MANO .npz ({type(err).__name__}: {err})") from None
+    return out
+
+
+def _read_npz_member(zf: zipfile.ZipFile, key: str, shape: tuple, path: Path) -> np.ndarray:
+    """One ``key.npy`` member, refused on its header unless it is a plain array of the expected shape."""
+    with zf.open(key + ".npy") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy format version {version}")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            stored_shape, _, dtype = read_header(fh)
+        except ValueError as err:
+            raise ManoFormatError(f"{path}: member '{key}.npy' is not a .npy array ({err})") from None
+    kinds = "U" if key in _STRING_KEYS else ("iu" if key in _INT_KEYS else "fiu")
+    if dtype.hasobject or dtype.kind not in kinds:
+        raise ManoFormatError(f"{path}: member '{key}.npy': dtype {dtype} is not allowed for '{key}'")
+    if len(stored_shape) != len(shape) or any(e is not None and e != s for e, s in zip(shape, stored_shape)):
+        raise ManoFormatError(f"{path}: key '{key}': expected shape {_fmt(shape)}, got {stored_shape}")
+    nbytes = math.prod(stored_shape) * dtype.itemsize
+    if nbytes > MAX_MEMBER_BYTES:
+        raise ManoFormatError(f"{path}: member '{key}.npy' holds {nbytes} bytes, more than {MAX_MEMBER_BYTES} "
+                              "(the largest real MANO array, posedirs, has 2.5 MB)")
+    with zf.open(key + ".npy") as fh:  # the header passed: read exactly the data it declares
+        return np.lib.format.read_array(fh, allow_pickle=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,16 +133,31 @@ _FLOAT_KEYS = {  # key -> expected shape (None = any length on that axis)
     "hands_mean": (NUM_HAND_POSE,),
 }
 _INT_KEYS = {"f": (NUM_FACES, 3), "kintree_table": (2, NUM_JOINTS)}
+_OPTIONAL_KEYS = {"hands_coeffs": (None, NUM_HAND_POSE)}
+_STRING_KEYS = ("bs_style", "bs_type")
+#: largest .npz member read (the real model's largest array, posedirs, has 2.5 MB; hands_coeffs 0.6 MB)
+MAX_MEMBER_BYTES = 64 * 2**20
+#: largest |value| a MANO hand model in metres can hold, per key (the real template spans about 0.2 m, blend
+#: shapes move vertices by millimetres to centimetres per unit, pose values are radians); far beyond, the
+#: forward pass overflows to NaN or the file is in the wrong unit
+MAX_ABS_VALUE = {
+    "v_template": 1.0,  # m
+    "shapedirs": 1.0,  # m per unit beta
+    "posedirs": 1.0,  # m per unit entry of (R - I)
+    "hands_components": 100.0,  # rad per unit PCA coefficient
+    "hands_mean": 10.0,  # rad (axis-angle)
+    "hands_coeffs": 1e4,  # PCA coefficients
+}
 
 
 def _array(raw: dict, key: str, shape: tuple, kinds: str, path: Path) -> np.ndarray:
     if key not in raw:
         raise ManoFormatError(f"{path}: missing key '{key}' (expected an array of shape {_fmt(shape)})")
     value = raw[key]
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError):
-        raise ManoFormatError(f"{path}: key '{key}': not an array ({type(value).__name__})") from None
+    if not isinstance(value, np.ndarray):  # never let numpy expand a (memo-shared) nested list
+        raise ManoFormatError(f"{path}: key '{key}': expected a numeric array of shape {_fmt(shape)}, got "
+                              f"{type(value).__name__}")
+    arr = value
     if arr.dtype.kind not in kinds:
         what = "an integer" if kinds == "iu" else "a numeric"
         raise ManoFormatError(f"{path}: key '{key}': expected {what} array, got dtype {arr.dtype}")
@@ -159,8 +210,31 @@ def _parents_from_kintree(tree: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _check_string(raw: dict, key: str, expected: str, path: Path) -> None:
-    if key in raw and str(np.asarray(raw[key])) != expected:
-        raise ManoFormatError(f"{path}: key '{key}': expected '{expected}', got {raw[key]!r}")
+    if key not in raw:
+        return
+    value = raw[key]
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind == "U":  # as an .npz stores it
+        value = str(value)
+    if value != expected:
+        shown = repr(value)[:60] if isinstance(value, str) else f"a {type(value).__name__}"
+        raise ManoFormatError(f"{path}: key '{key}': expected '{expected}', got {shown}")
+
+
+def _check_magnitudes(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Finite but absurd values (1e308, a model in mm, an all-zero pose basis) are refused by key."""
+    for key, limit in MAX_ABS_VALUE.items():
+        arr = arrays.get(key)
+        if arr is None or arr.size == 0:
+            continue
+        idx = np.unravel_index(int(np.abs(arr).argmax()), arr.shape)
+        if abs(arr[idx]) > limit:
+            raise ManoFormatError(f"{path}: key '{key}': |values| must be <= {limit:g} for a hand model in metres "
+                                  f"(docs/DEVIATIONS.md 'Input validation'); entry {tuple(map(int, idx))} is "
+                                  f"{arr[idx]:.6g}")
+    norms = np.linalg.norm(arrays["hands_components"], axis=1)
+    if not np.all(norms > 0):
+        raise ManoFormatError(f"{path}: key 'hands_components': every PCA component (row) must be non-zero; "
+                              f"{int((norms == 0).sum())} of {len(norms)} rows are all zero")
 
 
 def _build_model(raw: dict, path: Path) -> ManoModel:
@@ -173,6 +247,8 @@ def _build_model(raw: dict, path: Path) -> ManoModel:
             f"{path}: key 'shapedirs': expected at least {NUM_BETAS} components, got shape "
             f"{arrays['shapedirs'].shape}"
         )
+    _check_magnitudes({**arrays, "hands_coeffs": raw.get("hands_coeffs") if isinstance(
+        raw.get("hands_coeffs"), np.ndarray) and raw["hands_coeffs"].dtype.kind in "fiu" else None}, path)
     for key in ("weights", "J_regressor"):
         _check_nonnegative(arrays[key], key, path)
         _check_rows_sum_to_one(arrays[key], key, path)
@@ -216,6 +292,10 @@ def load_mano(path: str | Path) -> ManoModel:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MANO model file not found: {path}. {MANO_DOWNLOAD_HINT}")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ManoFormatError(f"{path}: {size} bytes, more than a MANO model can need ({MAX_FILE_BYTES}; the "
+                              "real MANO_RIGHT.pkl has about 3.8 MB)")
     with open(path, "rb") as fh:
         magic = fh.read(4)
     raw = _read_npz(path) if magic == b"PK\x03\x04" else read_pickle(path)

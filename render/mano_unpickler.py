@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import pickletools
 import re
 from pathlib import Path
 
@@ -183,6 +184,14 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], type] = {
     ("scipy.sparse.csc", "csc_matrix"): _CscMatrix,
 }
 _MAX_NESTING = 8  # the real file nests dict -> Select -> dict -> Ch -> dict -> array
+#: resource bounds for untrusted files (docs/DEVIATIONS.md "Input validation"); the real MANO_RIGHT.pkl is about
+#: 3.8 MB, builds < 100 containers and nests tuples 3 deep (array state -> shape), so each bound is far away:
+MAX_FILE_BYTES = 256 * 2**20
+#: containers and values visited when replacing array records (memo-shared lists are visited once each)
+MAX_ELEMENTS = 10**6
+#: tuples (and frozensets) inside tuples: hashing a 200,000-deep tuple overflows the C stack (a segfault), and
+#: the C unpickler hashes dict keys and set members itself, so the opcodes are checked before unpickling
+MAX_TUPLE_DEPTH = 16
 _DTYPE_CODE = re.compile(r"f[248]|[iu][1248]|b1")  # numeric dtypes only (float, int, uint, bool)
 
 
@@ -237,25 +246,100 @@ def _make_array(record: _ArrayRecord, ndarray: _NdarraySentinel) -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="))  # an owned, writable, native-order copy
 
 
-def _materialise(obj, ndarray: _NdarraySentinel, where: str = "", depth: int = 0):
+def check_opcodes(raw: bytes) -> None:
+    """Refuse a pickle whose tuples nest deeper than ``MAX_TUPLE_DEPTH``, before the C unpickler runs.
+
+    A light simulation of the unpickler's stack (``pickletools``, pure Python, no recursion): every stack item
+    and memo entry carries its tuple depth (1 + the deepest tuple among a tuple's items, 0 for anything else).
+    Tuples are immutable, so the depth fixed at creation is exact; a list, dict or record in between is not
+    hashed through (unhashable or hashed by identity), so only tuple / frozenset chains matter.
+    """
+    mark = -1
+    stack: list[int] = []
+    memo: dict[int, int] = {}
+
+    def pop_to_mark() -> list[int]:
+        if mark not in stack:
+            raise ValueError("MARK missing")
+        i = len(stack) - 1 - stack[::-1].index(mark)
+        items = stack[i + 1:]
+        del stack[i:]
+        return items
+
+    for op, arg, _ in pickletools.genops(io.BytesIO(raw)):
+        name = op.name
+        tuple_arity = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}.get(name)
+        if tuple_arity is not None or name in ("TUPLE", "FROZENSET"):
+            if tuple_arity is None:
+                items = pop_to_mark()
+            else:
+                items = stack[len(stack) - tuple_arity:] if tuple_arity else []
+                if len(items) != tuple_arity or mark in items:
+                    raise ValueError(f"{name} on a short stack")
+                del stack[len(stack) - tuple_arity:]
+            depth = 1 + max(items, default=0)
+            if depth > MAX_TUPLE_DEPTH:
+                raise ManoFormatError(f"tuples nested deeper than {MAX_TUPLE_DEPTH} levels (a MANO pickle nests "
+                                      "them 3 deep; deeper ones could crash the interpreter when hashed)")
+            stack.append(depth)
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if not stack or stack[-1] == mark:
+                raise ValueError(f"{name} on an empty stack")
+            memo[len(memo) if name == "MEMOIZE" else int(arg)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if int(arg) not in memo:
+                raise ValueError(f"memo key {arg} missing")
+            stack.append(memo[int(arg)])
+        elif name == "DUP":
+            if not stack:
+                raise ValueError("DUP on an empty stack")
+            stack.append(stack[-1])
+        else:  # generic stack effect: what pickletools documents for the opcode; results are not tuples
+            before, after = op.stack_before, op.stack_after
+            if pickletools.markobject in before or (name == "POP" and stack and stack[-1] == mark):
+                pop_to_mark()
+                keep = before.index(pickletools.markobject) if pickletools.markobject in before else 0
+            else:
+                keep = len(before)
+            if keep:
+                if len(stack) < keep or mark in stack[len(stack) - keep:]:
+                    raise ValueError(f"{name} on a short stack")
+                del stack[len(stack) - keep:]
+            stack.extend(mark if a is pickletools.markobject else 0 for a in after)
+
+
+def _materialise(obj, ndarray: _NdarraySentinel, where: str = "", depth: int = 0, seen: dict | None = None,
+                 budget: list[int] | None = None):
     """Replace array records by ndarrays inside containers and record states (depth-limited: no cycles).
 
-    ``where`` names the top-level key for error messages.
+    ``where`` names the top-level key for error messages. A container reached again through the pickle memo is
+    replaced once (``seen``: id -> result), so shared structure stays shared instead of being rebuilt per
+    reference, and every visit spends one unit of ``budget`` (``MAX_ELEMENTS`` in all).
     """
+    seen = {} if seen is None else seen
+    budget = [MAX_ELEMENTS] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ManoFormatError(f"more than {MAX_ELEMENTS} values in containers (the real MANO file has < 1000)")
     if depth > _MAX_NESTING:
         raise ManoFormatError(f"{where}: objects nested deeper than {_MAX_NESTING} levels")
+    if id(obj) in seen:
+        return seen[id(obj)][1]
     if isinstance(obj, _ArrayRecord):
         try:
-            return _make_array(obj, ndarray)
+            out = _make_array(obj, ndarray)
         except ValueError as err:
             raise ManoFormatError(f"{where}: {err}") from None
-    if isinstance(obj, dict):
-        return {k: _materialise(v, ndarray, where or f"key {k!r}", depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialise(v, ndarray, where, depth + 1) for v in obj)
-    if isinstance(obj, (_ChumpyCh, _ChumpySelect, _CscMatrix)):
-        obj.state = _materialise(obj.state, ndarray, where, depth + 1)
-    return obj
+    elif isinstance(obj, dict):
+        out = {k: _materialise(v, ndarray, where or f"key {k!r}", depth + 1, seen, budget) for k, v in obj.items()}
+    elif isinstance(obj, (list, tuple)):
+        out = type(obj)(_materialise(v, ndarray, where, depth + 1, seen, budget) for v in obj)
+    else:
+        if isinstance(obj, (_ChumpyCh, _ChumpySelect, _CscMatrix)):
+            obj.state = _materialise(obj.state, ndarray, where, depth + 1, seen, budget)
+        out = obj
+    seen[id(obj)] = (obj, out)  # keep obj alive: its id must not be reused while the table exists
+    return out
 
 
 def read_pickle(path: Path) -> dict:
@@ -264,8 +348,13 @@ def read_pickle(path: Path) -> dict:
     Array records are already numpy arrays; chumpy / csc values are still records, see
     :func:`evaluate_record`.
     """
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ManoFormatError(f"{path}: {size} bytes, more than a MANO model can need ({MAX_FILE_BYTES}; the "
+                              "real MANO_RIGHT.pkl has about 3.8 MB)")
     raw = path.read_bytes()
     try:
+        check_opcodes(raw)
         unpickler = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1")
         obj = _materialise(unpickler.load(), unpickler.ndarray)
     except ManoFormatError as err:
@@ -287,25 +376,36 @@ def evaluate_record(value, key: str, path: Path, depth: int = 0):
     if isinstance(value, _ChumpyCh):
         if not isinstance(value.state, dict) or "x" not in value.state:
             raise ManoFormatError(f"{path}: key '{key}': chumpy Ch without an 'x' array")
-        return np.asarray(evaluate_record(value.state["x"], key, path, depth + 1))
+        return _require_array(evaluate_record(value.state["x"], key, path, depth + 1), "chumpy Ch 'x'", key, path)
     if isinstance(value, _ChumpySelect):
         state = value.state
         if not isinstance(state, dict) or not {"a", "idxs", "preferred_shape"} <= set(state):
             raise ManoFormatError(
                 f"{path}: key '{key}': chumpy Select lacks 'a', 'idxs' or 'preferred_shape'"
             )
-        source = np.asarray(evaluate_record(state["a"], key, path, depth + 1)).ravel()
-        idxs = np.asarray(state["idxs"])
+        source = _require_array(evaluate_record(state["a"], key, path, depth + 1), "chumpy Select 'a'", key,
+                                path).ravel()
+        idxs = _require_array(state["idxs"], "chumpy Select 'idxs'", key, path)
         if idxs.dtype.kind not in "iu" or (idxs.size and (idxs.min() < 0 or idxs.max() >= source.size)):
             raise ManoFormatError(
                 f"{path}: key '{key}': chumpy Select indices out of range 0..{source.size - 1}"
             )
-        try:
-            return source[idxs.ravel()].reshape(tuple(state["preferred_shape"]))
-        except (TypeError, ValueError) as err:
-            raise ManoFormatError(f"{path}: key '{key}': chumpy Select cannot be reshaped ({err})") from None
+        shape = state["preferred_shape"]
+        if not (isinstance(shape, (tuple, list)) and len(shape) <= _MAX_NESTING
+                and all(type(n) is int and n >= 0 for n in shape) and math.prod(shape) == idxs.size):
+            raise ManoFormatError(f"{path}: key '{key}': chumpy Select 'preferred_shape' must be a tuple of at "
+                                  f"most {_MAX_NESTING} sizes holding its {idxs.size} indices")
+        return source[idxs.ravel()].reshape(tuple(shape))
     if isinstance(value, _CscMatrix):
         return _densify_csc(value.state, key, path)
+    return value
+
+
+def _require_array(value, what: str, key: str, path: Path) -> np.ndarray:
+    """``value`` when it is a numpy array; anything else is refused *before* numpy converts it (converting a
+    memo-shared nested list would allocate its full, exponentially large, expansion)."""
+    if not isinstance(value, np.ndarray):
+        raise ManoFormatError(f"{path}: key '{key}': {what} must be a numpy array, got {type(value).__name__}")
     return value
 
 
@@ -330,7 +430,8 @@ def _densify_csc(state, key: str, path: Path) -> np.ndarray:
     if not (isinstance(shape, (tuple, list)) and all(type(s) is int for s in shape)
             and tuple(shape) == expected):
         raise ManoFormatError(f"{where}: csc_matrix '_shape' must be {expected}, got {shape!r}")
-    data, indices, indptr = (np.asarray(state[k]) for k in ("data", "indices", "indptr"))
+    data, indices, indptr = (_require_array(state[k], f"csc_matrix '{k}'", key, path)
+                             for k in ("data", "indices", "indptr"))
     if not (data.ndim == 1 and data.dtype.kind in "fiu" and indices.dtype.kind in "iu"
             and indices.shape == data.shape):
         raise ManoFormatError(
