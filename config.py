@@ -23,7 +23,7 @@ from dataloader.synthetic import BUILTIN_ROTATIONS, VIEW_AUGS
 from render.rasterizer import RENDERERS
 from util.camera import CAMERAS, CENTER_DEPTH_RANGES, CUBE_SIZES, SYNTH_DEPTH_RANGES
 
-PHASES = ("train", "test")
+PHASES = ("train", "test", "annotate")
 TRAIN_STAGES = ("pretrain", "finetune", "transfer")
 DATASETS = ("nyu", "icvl", "msra")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -179,6 +179,13 @@ class Config:
     deterministic: bool = False  # CUDA: deterministic kernels only (slower); CPU runs are repeatable regardless
     sync_bn: bool = False  # several GPUs: BatchNorm statistics over the global batch (CUDA only; default per rank)
 
+    # --- phase=annotate (util/annotate.py): regenerated labels of a whole split from load_model -----------
+    annotate_split: str = "test"  # train | test
+    annotate_branch: str = "mano"  # joints from the final stage's MANO branch (matches the mesh) or pixel branch
+    annotate_mesh: str = "none"  # none | npy (one (N, 779, 3) array) | obj (one file per frame)
+    annotate_chunk: int = 256  # frames per resumable chunk file
+    annotate_sheet: int = 16  # random frames in the contact sheet PNG (0 = none)
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -296,6 +303,7 @@ CHOICES: dict[str, tuple] = {
     "transfer": TRANSFERS, "center_type": CENTER_TYPES, "crop_sampling": CROP_SAMPLINGS,
     "synth_builtin_rotation": BUILTIN_ROTATIONS,
     "stage_num": (1, 2), "view": (1, 2, 3), "joint_num": (21,),
+    "annotate_split": ("train", "test"), "annotate_branch": ("mano", "pwe"), "annotate_mesh": ("none", "npy", "obj"),
 }
 
 _POSITIVE = Range(0.0, lo_open=True)
@@ -309,6 +317,8 @@ RANGES: dict[str, Range] = {
     "input_size": Range(32, 1024, why="crop size in pixels, a multiple of 16 (the network halves it 4 times)"),
     "cube_size": Range(0.0, 1000.0, why="mm; 0 = dataset default; a hand fits in 300 mm"),
     "test_subject": Range(0, 8, why="MSRA subjects P0..P8"),
+    "annotate_chunk": Range(1, 10**7, why="frames per chunk file"),
+    "annotate_sheet": Range(0, 400, why="frames"),
     "icvl_mirror_width": Range(0.0, 10_000.0, why="pixels"),
     "center_depth_range": Range(1.0, 20_000.0, why="mm"),
     "test_cube_split": _NONNEGATIVE,

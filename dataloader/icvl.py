@@ -195,6 +195,7 @@ class ICVLDataset(Dataset):
         if n == 0:
             raise DataFileError(f"{self.root}: the {split} label files hold no frames")
         self._names = labels.names
+        self._sources = tuple(Path(src).name for src in labels.sources)
         self._uvd_file = labels.uvd  # (N, 16, 3) original image
         uvd = mirror_uvd(labels.uvd, self.mirror_width) if self.mirror else labels.uvd
         self._joints = uvd_to_xyz(uvd, self.camera)  # (N, 16, 3) mm, y down, loader frame
@@ -263,6 +264,10 @@ class ICVLDataset(Dataset):
     def names(self) -> list[str]:
         """Relative image paths of the selected frames (the label files' first column)."""
         return [self._names[f] for f in self.frames]
+
+    def label_files(self) -> list[str]:
+        """Label file (``train.txt``, ``test_seq_1.txt``, ...) each selected frame was read from."""
+        return [self._sources[f] for f in self.frames]
 
     def joints_mm(self) -> np.ndarray:
         """(len, 16, 3) labels in mm, y down, loader (mirrored) frame."""

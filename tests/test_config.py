@@ -53,6 +53,7 @@ NO_OFFICIAL_VALUE = {
     "sync_bn",  # distributed / resume / speed (util/distributed.py, util/checkpointing.py)
     "synth_pose_noise", "synth_builtin_poses", "synth_builtin_rotation", "synth_builtin_cone_deg",
     "test_subject",  # MSRA fold; the official trainer reads a `test_id` key its config lacks
+    "annotate_split", "annotate_branch", "annotate_mesh", "annotate_chunk", "annotate_sheet",  # phase=annotate
 }
 #: key prefixes without official values: the Consis-CycleGAN training recipe is not in the official code
 NO_OFFICIAL_PREFIXES = ("transfer_",)
