@@ -8,6 +8,8 @@ tensor arguments. On the CPU autocast is never enabled (the official recipe is f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 from typing import Any
 
 import torch
@@ -32,6 +34,9 @@ def to_float32(obj: Any) -> Any:
         return type(obj)(to_float32(v) for v in obj)
     if isinstance(obj, dict):
         return {k: to_float32(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # e.g. PoseNetOutput / StageOutput
+        return dataclasses.replace(obj, **{f.name: to_float32(getattr(obj, f.name))
+                                           for f in dataclasses.fields(obj) if f.init})
     return obj
 
 
@@ -46,14 +51,15 @@ def float32_call(fn):
 
 class Float32Calls:
     """Proxy for a geometry object (prediction renderer, MANO layer): calling it, or any of its methods, runs in
-    float32 outside autocast (half-precision arguments promoted). Attributes that are not callable are passed through unchanged."""
+    float32 outside autocast (half-precision arguments promoted). Other attributes (sub-modules, buffers) are
+    passed through unchanged."""
 
     def __init__(self, target: Any) -> None:
         object.__setattr__(self, "_target", target)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
-        return float32_call(attr) if callable(attr) and not isinstance(attr, type) else attr
+        return float32_call(attr) if inspect.ismethod(attr) or inspect.isbuiltin(attr) else attr
 
     def __call__(self, *args, **kwargs):
         return float32_call(self._target)(*args, **kwargs)

@@ -34,6 +34,7 @@ def test_float32_island_inside_autocast():
     assert y.dtype == torch.float32 and z["out"].dtype == torch.float32 and z["extra_dtype"] == torch.float32
     torch.testing.assert_close(y, x.bfloat16().float() @ geo.basis, rtol=0, atol=0)
     assert proxied.tag == "geometry" and proxied.unwrap() is geo
+    assert proxied.basis is geo.basis  # attributes pass through
 
 
 def test_autocast_only_on_cuda_and_to_float32_containers():
@@ -44,3 +45,7 @@ def test_autocast_only_on_cuda_and_to_float32_containers():
     got = to_float32(data)
     assert got["a"].dtype == torch.float32 and got["b"][0].dtype == torch.float64  # never lowered
     assert got["b"][1].dtype == torch.long and got["c"] == "x"
+    from model.pose_net import PoseNetOutput, StageOutput
+
+    out = to_float32(PoseNetOutput([StageOutput(torch.ones(1, dtype=torch.bfloat16), torch.ones(1))], None))
+    assert out.final.maps.dtype == torch.float32 and out.render is None
