@@ -356,6 +356,47 @@ def epoch_checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.pth"
 
 
+def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint a ``resume`` setting names: ``""`` -> None; ``"auto"`` -> ``<run_dir>/latest.pth`` or None
+    when the run has none yet (a fresh start); a folder -> its ``latest.pth``; else the path itself.
+
+    Raises:
+        FileNotFoundError: an explicit path (or folder) without the checkpoint.
+    """
+    if not resume:
+        return None
+    if resume == "auto":
+        latest = Path(run_dir) / LATEST_NAME
+        return latest if latest.is_file() else None
+    path = Path(resume)
+    if path.is_dir():
+        path = path / LATEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: no checkpoint at {path} (use resume=auto to continue this run "
+                                "folder's latest.pth, or the path of a latest.pth / epoch_XXX.pth)")
+    return path
+
+
+def keep_epoch_copy(run_dir: str | os.PathLike, epoch: int, keep_last: int) -> Path | None:
+    """Keep ``latest.pth`` as ``epoch_XXX.pth`` (a hard link when possible: no extra disk space; the next atomic
+    write of ``latest.pth`` makes a new file) and delete all but the last ``keep_last`` epoch files."""
+    run_dir = Path(run_dir)
+    if keep_last == 0:
+        rotate_checkpoints(run_dir, 0)
+        return None
+    target = run_dir / epoch_checkpoint_name(epoch)
+    tmp = run_dir / f".{target.name}.link.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(run_dir / LATEST_NAME, tmp)
+    except OSError:  # file systems without hard links: a second copy
+        atomic_save(torch.load(run_dir / LATEST_NAME, map_location="cpu", weights_only=True), tmp)
+    os.replace(tmp, target)
+    _fsync_dir(str(run_dir))
+    rotate_checkpoints(run_dir, keep_last)
+    return target
+
+
 def rotate_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
     """Delete all but the ``keep_last`` highest-numbered ``epoch_XXX.pth`` files (and stale temp files).
 
@@ -430,4 +471,4 @@ class NonFiniteGuard:
 
 __all__ = ["CheckpointError", "NonFiniteError", "NonFiniteGuard", "atomic_save", "rng_state", "set_rng_state",
            "save_checkpoint", "load_checkpoint", "restore_training_state", "check_resume_compatible",
-           "rotate_checkpoints", "epoch_checkpoint_name", "CHECKPOINT_FORMAT", "LATEST_NAME", "BEST_NAME"]
+           "rotate_checkpoints", "epoch_checkpoint_name", "resolve_resume", "keep_epoch_copy", "CHECKPOINT_FORMAT", "LATEST_NAME", "BEST_NAME"]

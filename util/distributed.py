@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -169,6 +170,15 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj`` (picklable; between our own processes only), in rank order, on every rank."""
+    if not info.distributed:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def _shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -327,6 +337,6 @@ def rank_seed(seed: int, info: DistInfo) -> int:
     return seed + 1_000_003 * info.rank
 
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "reduce_mean", "any_rank",
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "reduce_mean", "any_rank", "gather_objects",
            "shard_range", "gather_rows", "wrap_ddp", "unwrap_model", "rank_seed", "ResumableSampler",
            "tensor_fingerprints", "broadcast_buffers", "check_replicas_in_sync"]

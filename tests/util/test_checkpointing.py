@@ -289,3 +289,19 @@ def test_non_finite_guard_skips_counts_and_stops():
     restored = NonFiniteGuard(max_consecutive=3)
     restored.load_state_dict(guard.state_dict())
     assert (restored.skipped, restored.consecutive) == (5, 3)
+
+
+def test_resolve_resume_and_epoch_copies(tmp_path):
+    assert ck.resolve_resume("", tmp_path) is None
+    assert ck.resolve_resume("auto", tmp_path) is None  # nothing saved yet: a fresh start
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        ck.resolve_resume(str(tmp_path / "nope.pth"), tmp_path)
+    for epoch in range(4):
+        atomic_save({"epoch": epoch}, tmp_path / "latest.pth")
+        ck.keep_epoch_copy(tmp_path, epoch, keep_last=2)
+    assert ck.resolve_resume("auto", tmp_path) == tmp_path / "latest.pth"
+    assert ck.resolve_resume(str(tmp_path), tmp_path) == tmp_path / "latest.pth"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["epoch_002.pth", "epoch_003.pth", "latest.pth"]
+    # each epoch file keeps its own content after latest.pth was rewritten
+    assert [torch.load(tmp_path / n, weights_only=True)["epoch"] for n in names] == [2, 3, 3]
