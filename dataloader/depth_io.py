@@ -23,6 +23,8 @@ PathLike = Union[str, os.PathLike]
 
 #: largest depth a 16-bit NYU PNG can hold (mm)
 MAX_DEPTH_MM = 65535
+#: largest centre file read whole (one short line per frame: 64 MiB is about a million frames)
+MAX_CENTER_FILE_BYTES = 64 * 2**20
 
 
 class DataFileError(ValueError):
@@ -272,6 +274,10 @@ def load_centers(path: PathLike, num_frames: int | None = None, *, z_range: tupl
         centres (N, 3) float64 (NaN rows for ``invalid``) and valid (N,) bool.
     """
     p = _require_file(path, "centre file")
+    size = os.path.getsize(p)
+    if size > MAX_CENTER_FILE_BYTES:
+        raise DataFileError(f"{p}: {size} bytes, too large for a centre file (limit {MAX_CENTER_FILE_BYTES}; the "
+                            "real 72,757-frame NYU train file has 3.3 MB)")
     with open(p, "r", encoding="utf-8", errors="replace") as fh:
         lines = fh.read().splitlines()
     while lines and not lines[-1].strip():

@@ -256,12 +256,13 @@ def check_opcodes(raw: bytes) -> None:
     """
     mark = -1
     stack: list[int] = []
+    marks: list[int] = []  # stack positions of the open marks (no scans: linear in the opcode count)
     memo: dict[int, int] = {}
 
     def pop_to_mark() -> list[int]:
-        if mark not in stack:
+        if not marks:
             raise ValueError("MARK missing")
-        i = len(stack) - 1 - stack[::-1].index(mark)
+        i = marks.pop()
         items = stack[i + 1:]
         del stack[i:]
         return items
@@ -291,8 +292,8 @@ def check_opcodes(raw: bytes) -> None:
                 raise ValueError(f"memo key {arg} missing")
             stack.append(memo[int(arg)])
         elif name == "DUP":
-            if not stack:
-                raise ValueError("DUP on an empty stack")
+            if not stack or stack[-1] == mark:
+                raise ValueError("DUP without an object on the stack")
             stack.append(stack[-1])
         else:  # generic stack effect: what pickletools documents for the opcode; results are not tuples
             before, after = op.stack_before, op.stack_after
@@ -305,7 +306,12 @@ def check_opcodes(raw: bytes) -> None:
                 if len(stack) < keep or mark in stack[len(stack) - keep:]:
                     raise ValueError(f"{name} on a short stack")
                 del stack[len(stack) - keep:]
-            stack.extend(mark if a is pickletools.markobject else 0 for a in after)
+            for a in after:
+                if a is pickletools.markobject:
+                    marks.append(len(stack))
+                    stack.append(mark)
+                else:
+                    stack.append(0)
 
 
 def _materialise(obj, ndarray: _NdarraySentinel, where: str = "", depth: int = 0, seen: dict | None = None,

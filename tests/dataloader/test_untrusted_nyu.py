@@ -186,3 +186,11 @@ def test_real_nyu_centres_pass_the_default_range(shared_dir):
         assert valid.all() and centres.shape == (n, 3)
     depth = decode_depth(shared_dir / "nyu" / "sample" / "test" / "depth_1_0000001.png")
     assert depth.shape == (480, 640)
+
+
+def test_oversized_centre_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "center_test_refined.txt"
+    with open(path, "wb") as fh:
+        fh.truncate(depth_io.MAX_CENTER_FILE_BYTES + 1)  # sparse
+    with pytest.raises(DataFileError, match=r"center_test_refined\.txt: \d+ bytes, too large for a centre file"):
+        load_centers(path)

@@ -207,3 +207,12 @@ def test_magnitude_limits_leave_room_for_real_models(oracle_model, standin_model
             value = getattr(model, key)
             if value is not None:
                 assert np.abs(value).max() < limit / 5, key  # a real-scale model sits far inside each bound
+
+
+def test_opcode_check_is_linear_in_marks_and_stack():
+    """2e5 stacked items under 1e5 MARK ... TUPLE groups: a quadratic scan would take minutes here."""
+    n = 100_000
+    body = b"(" + b"K\x00" * (2 * n) + b"(K\x01t0" * n + b"t."  # one outer mark, many inner tuples popped
+    check_opcodes(b"\x80\x02" + body)
+    with pytest.raises(ValueError):
+        check_opcodes(b"\x80\x02(2.")  # DUP right after MARK: nothing to duplicate
