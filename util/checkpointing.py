@@ -102,8 +102,8 @@ def rng_state(generators: Mapping[str, torch.Generator | np.random.Generator] | 
 
     Returns:
         {"python": {"version", "internal" (625,) int64, "gauss_next"}, "numpy": {"keys" (624,) int64, "pos",
-        "has_gauss", "cached_gaussian"}, "torch": (N,) uint8, "cuda": [(N,) uint8 per device] (empty without
-        CUDA), "generators": {name: state}} -- tensors and plain values only (``weights_only``-loadable).
+        "has_gauss", "cached_gaussian"}, "torch": (N,) uint8, "cuda": [(N,) uint8 of the current device] (empty
+        without CUDA), "generators": {name: state}} -- tensors and plain values only (``weights_only``-loadable).
     """
     version, internal, gauss_next = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -115,7 +115,8 @@ def rng_state(generators: Mapping[str, torch.Generator | np.random.Generator] | 
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
                   "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
-        "cuda": [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        # this process's device only: touching every GPU would open a CUDA context on each from every rank
+        "cuda": [torch.cuda.get_rng_state().cpu()] if torch.cuda.is_available() else [],
         "generators": {key: _generator_state(gen) for key, gen in (generators or {}).items()},
     }
 
@@ -124,7 +125,7 @@ def set_rng_state(state: Mapping[str, Any],
                   generators: Mapping[str, torch.Generator | np.random.Generator] | None = None) -> None:
     """Restore what :func:`rng_state` captured, including the named ``generators`` (which must all be in it).
 
-    CUDA states are restored for the devices present in both the saved run and this one.
+    The CUDA state goes to the current device (one process per GPU: each rank restores its own).
 
     Raises:
         ValueError: a part of ``state`` is missing or malformed (the message names it).
@@ -137,9 +138,8 @@ def set_rng_state(state: Mapping[str, Any],
         np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), int(npst["pos"]),
                              int(npst["has_gauss"]), float(npst["cached_gaussian"])))
         torch.set_rng_state(state["torch"])
-        if torch.cuda.is_available():
-            for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
-                torch.cuda.set_rng_state(cuda_state, device)
+        if torch.cuda.is_available() and state["cuda"]:
+            torch.cuda.set_rng_state(state["cuda"][0])  # the current device (one process per GPU)
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
         raise ValueError(f"malformed RNG state ({type(err).__name__}: {err})") from err
     saved = state.get("generators", {})
