@@ -6,6 +6,8 @@ arithmetic) and without calling the code under test. Benchmarks time the library
 against them.
 
 - :func:`rodrigues_np`, :func:`numpy_mano`: float64 MANO forward (LBS with the DSF joint convention).
+- :func:`literal_crop_box`, :func:`literal_crop_matrix`: the DeepPrior++ crop box and matrix M (docs/method.md
+  §2.4), float64, independent of ``util.geometry``.
 - :func:`literal_crop`: the DeepPrior++ crop and normalisation of docs/method.md §3, float64, both samplings.
 - :func:`official_nyu_test_crop`: the official NYU loader's test-time crop (``Crop_Image_deep_pp`` +
   ``normalize_img`` of ``data/render_loader.py``), statement by statement, in float32 as the official
@@ -68,6 +70,38 @@ def numpy_mano(model, full_pose: np.ndarray, betas: np.ndarray) -> tuple[np.ndar
 # --------------------------------------------------------------------------------------------------
 # crops
 # --------------------------------------------------------------------------------------------------
+def literal_crop_box(center_xyz, cube, camera, size: int = 128) -> dict:
+    """The DeepPrior++ crop box of docs/method.md §2.4, float64 and Python integers, written out literally.
+
+    Returns a dict with the frame box ``x0, x1, y0, y1``, the depth planes ``near, far``, the scale ``s``, the
+    resized size ``width, height``, the paste offset ``ox, oy`` and ``M`` (3, 3) = T(ox, oy) diag(s, s, 1) T(-x0, -y0).
+    """
+    fx, fy, cx, cy = camera
+    x, y, z = (float(c) for c in center_xyz)
+    u_c, v_c, d_c = cx + fx * x / z, cy + fy * y / z, z
+    sx, sy, sz = (float(c) for c in cube)
+    x0, x1 = math.floor(u_c - sx / 2 * fx / d_c + 0.5), math.floor(u_c + sx / 2 * fx / d_c + 0.5)
+    y0, y1 = math.floor(v_c - sy / 2 * fy / d_c + 0.5), math.floor(v_c + sy / 2 * fy / d_c + 0.5)
+    w, h = x1 - x0, y1 - y0
+    if w > h:
+        s, width, height = size / w, size, math.floor(h * size / w)
+    else:
+        s, width, height = size / h, math.floor(w * size / h), size
+    ox, oy = math.floor(size / 2 - width / 2), math.floor(size / 2 - height / 2)
+    M = (np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]], np.float64) @ np.diag([s, s, 1.0])
+         @ np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64))
+    return {"x0": x0, "x1": x1, "y0": y0, "y1": y1, "near": d_c - sz / 2, "far": d_c + sz / 2, "s": s,
+            "width": width, "height": height, "ox": ox, "oy": oy, "M": M}
+
+
+def literal_crop_matrix(center_xyz, cube, camera, size: int = 128) -> np.ndarray:
+    """M (3, 3) float64 of :func:`literal_crop_box`; ``center_xyz`` / ``cube`` may be (B, 3) -> (B, 3, 3)."""
+    c, s = np.asarray(center_xyz, np.float64), np.asarray(cube, np.float64)
+    if c.ndim == 2:
+        return np.stack([literal_crop_box(c[b], s[b], camera, size)["M"] for b in range(len(c))])
+    return literal_crop_box(c, s, camera, size)["M"]
+
+
 def literal_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128, sampling: str = "resize"):
     """docs/method.md §3 followed literally, float64, for one frame (independent of util.geometry).
 
@@ -75,13 +109,10 @@ def literal_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128, s
     M^-1 (j, i), computed here pixel by pixel with Python rounding of the exact inverse map.
     Returns (normalised crop (size, size) float64, M (3, 3), premax, (x0, y0)).
     """
-    fx, fy, cx, cy = camera
-    x, y, z = (float(c) for c in center_xyz)
-    u_c, v_c, d_c = cx + fx * x / z, cy + fy * y / z, z
-    sx, sy, sz = cube
-    x0, x1 = math.floor(u_c - sx / 2 * fx / d_c + 0.5), math.floor(u_c + sx / 2 * fx / d_c + 0.5)
-    y0, y1 = math.floor(v_c - sy / 2 * fy / d_c + 0.5), math.floor(v_c + sy / 2 * fy / d_c + 0.5)
-    near, far = d_c - sz / 2, d_c + sz / 2
+    box = literal_crop_box(center_xyz, cube, camera, size)
+    x0, x1, y0, y1, near, far = (box[k] for k in ("x0", "x1", "y0", "y1", "near", "far"))
+    s, width, height, ox, oy = (box[k] for k in ("s", "width", "height", "ox", "oy"))
+    d_c, sz = float(center_xyz[2]), float(cube[2])
     patch = np.zeros((y1 - y0, x1 - x0))  # zero padding outside the image
     for i in range(y1 - y0):
         for j in range(x1 - x0):
@@ -90,10 +121,6 @@ def literal_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128, s
     patch[(patch > 0) & (patch < near)] = near
     patch[patch > far] = 0.0
     w, h = x1 - x0, y1 - y0
-    if w > h:
-        s, width, height = size / w, size, math.floor(h * size / w)
-    else:
-        s, width, height = size / h, math.floor(w * size / h), size
     if sampling == "resize":
         resized = cv2.resize(patch.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
     else:
@@ -102,15 +129,12 @@ def literal_crop(depth: np.ndarray, center_xyz, cube, camera, size: int = 128, s
             for j in range(width):
                 pi, pj = math.floor(i / s + 0.5), math.floor(j / s + 0.5)  # M^-1 (j + ox, i + oy) - (x0, y0)
                 resized[i, j] = patch[min(pi, h - 1), min(pj, w - 1)]
-    ox, oy = math.floor(size / 2 - width / 2), math.floor(size / 2 - height / 2)
     crop = np.zeros((size, size))
     crop[oy:oy + height, ox:ox + width] = resized
     premax = crop.max()
     crop[(crop == premax) | (crop == 0)] = far
     norm = (np.clip(crop, near, far) - d_c) / (sz / 2)
-    M = (np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]]) @ np.diag([s, s, 1.0])
-         @ np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]]))
-    return norm, M, premax, (x0, y0)
+    return norm, box["M"], premax, (x0, y0)
 
 
 def official_nyu_read(png_path) -> np.ndarray:

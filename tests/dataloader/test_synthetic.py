@@ -18,7 +18,8 @@ from dataloader.synthetic import (PALM_TO_CAMERA, InfiniteShuffleSampler, Synthe
 from render.mano_layer import ManoLayer, batch_rodrigues
 from render.mano_params import ManoParams
 from util.camera import NYU_CAMERA
-from util.geometry import crop_matrix_batch, norm_xyz_to_norm_uvd, norm_xyz_to_xyz
+from tests.reference import literal_crop_matrix
+from util.geometry import norm_xyz_to_norm_uvd, norm_xyz_to_xyz
 from util.joints import NYU_EVAL_14
 
 CAM = NYU_CAMERA.as_tuple()
@@ -156,8 +157,9 @@ def test_batch_shapes_and_consistent_labels(batch):
     for k, shp in shapes.items():
         assert tuple(batch[k].shape) == shp and batch[k].dtype == torch.float32, k
     c, s, M = batch["center_xyz"], batch["cube"], batch["M"]
-    np.testing.assert_allclose(M.numpy(), crop_matrix_batch(c.double().numpy(), s.double().numpy(), CAM),
-                               rtol=1e-6, atol=1e-4)  # the same crop matrix as the real loader
+    # the DeepPrior++ matrix of each sample's (C, S), recomputed literally in float64 (tests.reference)
+    np.testing.assert_allclose(M.numpy(), literal_crop_matrix(c.double().numpy(), s.double().numpy(), CAM),
+                               rtol=1e-6, atol=1e-4)
     for tag in ("", "mano_"):  # norm-xyz and norm-uvd agree through util.geometry
         xyz = batch[f"{tag}joints_xyz_norm"].double()
         uvd = norm_xyz_to_norm_uvd(xyz, c.double(), s.double(), M.double(), CAM)

@@ -11,6 +11,7 @@ from torch import nn
 
 from model import CheckpointError, build_pose_net, load_pose_checkpoint, stage_parameters
 from util.camera import NYU_CAMERA
+from tests.reference import literal_crop_matrix
 from util.geometry import crop_matrix_batch
 
 J = 21
@@ -298,9 +299,11 @@ def test_forward_and_predict_on_real_nyu_frame(net2, splat_renderer, shared_dir)
     assert net2.training  # mode restored
     # predict(depth, centre, cube, camera=...): M defaults to the shared crop matrix of (C, S); for an
     # un-augmented test crop that is the loader's M, so both calls must agree
-    np.testing.assert_array_equal(
-        crop_matrix_batch(center.double().numpy(), cube.double().numpy(), NYU_CAMERA.as_tuple()),
-        crop_depth_matrix(shared_dir))
+    literal = literal_crop_matrix(center.double().numpy(), cube.double().numpy(), NYU_CAMERA.as_tuple())
+    np.testing.assert_allclose(crop_depth_matrix(shared_dir), literal, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(  # the default M of predict
+        crop_matrix_batch(center.double().numpy(), cube.double().numpy(), NYU_CAMERA.as_tuple()), literal,
+        rtol=0, atol=1e-12)
     default = net2.predict(depth, center, cube, camera=NYU_CAMERA, renderer=splat_renderer)
     for got, ref in zip(default.stages, pred.stages):
         for name in ("pwe_uvd", "pwe_mm", "mano_mm", "mano_verts_mm"):

@@ -7,7 +7,8 @@ import torch
 
 from model.prediction import norm_uvd_joints_to_mm, place_mano_prediction
 from util.camera import NYU_CAMERA
-from util.geometry import crop_matrix, crop_matrix_batch, uvd_to_norm_uvd, xyz_to_uvd
+from tests.reference import literal_crop_matrix
+from util.geometry import crop_matrix_batch, uvd_to_norm_uvd, xyz_to_uvd
 
 
 def test_place_mano_prediction_matches_oracle(oracle_model, shared_dir):
@@ -74,7 +75,7 @@ def test_predict_default_crop_matrix_and_explicit_camera(splat_renderer):
     uvd = icvl.final.pwe_uvd.double().numpy()
     for b in range(2):
         c, s = center[b].double().numpy(), cube[b].double().numpy()
-        M = crop_matrix(xyz_to_uvd(c, ICVL_CAMERA.as_tuple()), s, ICVL_CAMERA.as_tuple())
+        M = literal_crop_matrix(c, s, ICVL_CAMERA.as_tuple())
         crop_px = np.stack([(uvd[b, :, 0] + 1) * 64, (uvd[b, :, 1] + 1) * 64, np.ones(21)])
         u, v, _ = np.linalg.inv(M) @ crop_px
         d = uvd[b, :, 2] * s[2] / 2 + c[2]
