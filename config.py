@@ -386,11 +386,14 @@ def config_check(fn: Callable[["Config"], None]) -> Callable[["Config"], None]:
     return fn
 
 
-def _numbers(key: str, value: Any) -> list:
-    """The numbers of a numeric value (scalars as one element, tuples element-wise); [] for strings."""
+def _numbers(key: str, value: Any, numeric: bool = False) -> list:
+    """The numbers of a value (scalars as one element, tuples element-wise; strings and bools are skipped).
+
+    ``numeric``: the key has a RANGES entry, so a tuple holding anything but numbers is an error.
+    """
     items = value if isinstance(value, (tuple, list)) else (value,)
     numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if isinstance(value, (tuple, list)) and len(numbers) != len(items):
+    if numeric and isinstance(value, (tuple, list)) and len(numbers) != len(items):
         raise ConfigError(f"{key} must hold numbers only, got {value!r}")
     return numbers
 
@@ -406,7 +409,7 @@ def validate_config(cfg: "Config") -> None:
                 raise ConfigError(f"{f.name} must be finite, got {getattr(cfg, f.name)!r}")
     for key, bound in RANGES.items():
         value = getattr(cfg, key)
-        for v in _numbers(key, value):
+        for v in _numbers(key, value, numeric=True):
             if not bound.contains(v):
                 why = f" ({bound.why})" if bound.why else ""
                 raise ConfigError(f"{key} must be {bound.describe()}{why}, got {value!r}")

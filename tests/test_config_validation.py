@@ -131,3 +131,10 @@ def test_extension_hook_registers_a_rule(monkeypatch):
     assert load_config(["seed=2"]).seed == 2
     with pytest.raises(ConfigError, match="even"):
         load_config(["seed=3"])
+
+
+def test_tuples_of_strings_are_left_to_their_own_rules():
+    """A key holding a tuple of names (no RANGES entry) is not a numeric error; a ranged tuple must be numeric."""
+    assert config._numbers("gestures", ("1", "IP", 2.5)) == [2.5]
+    with pytest.raises(ConfigError, match="test_views must hold numbers only"):
+        config._numbers("test_views", (1, "two"), numeric=True)
