@@ -247,8 +247,6 @@ def _build_model(raw: dict, path: Path) -> ManoModel:
             f"{path}: key 'shapedirs': expected at least {NUM_BETAS} components, got shape "
             f"{arrays['shapedirs'].shape}"
         )
-    _check_magnitudes({**arrays, "hands_coeffs": raw.get("hands_coeffs") if isinstance(
-        raw.get("hands_coeffs"), np.ndarray) and raw["hands_coeffs"].dtype.kind in "fiu" else None}, path)
     for key in ("weights", "J_regressor"):
         _check_nonnegative(arrays[key], key, path)
         _check_rows_sum_to_one(arrays[key], key, path)
@@ -260,6 +258,7 @@ def _build_model(raw: dict, path: Path) -> ManoModel:
     coeffs = None
     if "hands_coeffs" in raw:
         coeffs = _array(raw, "hands_coeffs", (None, NUM_HAND_POSE), "fiu", path).astype(np.float64)
+    _check_magnitudes({**arrays, "hands_coeffs": coeffs}, path)
     return ManoModel(
         v_template=arrays["v_template"],
         # the real file stores 20 shape components and MANO uses the first 10
