@@ -42,12 +42,12 @@ from config import Config, ConfigError, load_config
 #: quarter of its width and batch 8 so that the whole method fits in minutes on a 2-core CPU (printed by the demo).
 DEMO_PROFILE: dict[str, Any] = {
     "width": 0.25, "batch_size": 8, "transfer": "none", "num_workers": 0, "max_epoch": 2, "step_size": 10,
-    "iters_per_epoch": 40, "demo_train_frames": 256, "demo_test_frames": 64, "img_log_every": 40, "log_every": 5,
-    "test_views": (1,),
+    "demo_train_frames": 256, "demo_test_frames": 64, "img_log_every": 50, "log_every": 5, "test_views": (1,),
 }
-#: iterations of each demo phase (pre-training gets more: it starts from scratch)
-DEMO_PRETRAIN_ITERS = 150
-DEMO_FINETUNE_ITERS = 60
+#: iterations of each demo phase over all its epochs (pre-training gets more: it starts from scratch);
+#: ``iters_per_epoch=N`` on the command line replaces both (smoke runs)
+DEMO_PRETRAIN_ITERS = int(os.environ.get("DSF_DEMO_PRETRAIN_ITERS", 400))
+DEMO_FINETUNE_ITERS = int(os.environ.get("DSF_DEMO_FINETUNE_ITERS", 150))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -79,7 +79,10 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
-    return net.module if hasattr(net, "module") else net
+    """The plain network under DDP / torch.compile wrappers."""
+    from util.distributed import unwrap_model
+
+    return unwrap_model(net)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -126,13 +129,20 @@ class Models:
     net: nn.Module
     renderer: Any
     transfer: nn.Module | None = None
+    amp: bool = False  # bf16 autocast around the network (CUDA; the renderer is then a float32 island)
 
     @property
     def layer(self):
         return self.renderer.mano_layer
 
     def forward(self, depth: Tensor, batch: dict):
-        return self.net(depth, batch["center_xyz"], batch["cube"], renderer=self.renderer)
+        if not self.amp:
+            return self.net(depth, batch["center_xyz"], batch["cube"], renderer=self.renderer)
+        from util.precision import autocast_context, to_float32
+
+        with autocast_context(depth.device, True):
+            out = self.net(depth, batch["center_xyz"], batch["cube"], renderer=self.renderer)
+        return to_float32(out)  # losses, MANO and distances in float32
 
 
 def translate(models: Models, depth: Tensor) -> Tensor:
@@ -430,24 +440,33 @@ def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = 
     joints (``nyu36_from_mano21``; only the 11-joint score is comparable with DSF); with ``save_mesh`` the stage-2
     meshes (779 x 3 mm per line) and 62-d parameters; with ``save_obj`` one OBJ per frame.
     """
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
 
     from dataloader.builders import build_real_dataset
     from dataloader.nyu_joints import nyu36_from_mano21
+    from util.distributed import DistInfo, gather_rows, shard_range
     from util.camera import Intrinsics
     from util.evaluate import evaluate_nyu, save_predictions
     from util.geometry import xyz_to_uvd
     from util.joints import NYU_EVAL_14
 
     ds = build_real_dataset(cfg, "test", view=view, augment=False)
-    loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    # several processes: each predicts its contiguous block of frames, gathered in frame order; rank 0 writes
+    info = dist if dist is not None else DistInfo()
+    if len(ds) < info.world_size:
+        raise ValueError(f"test view {view} has {len(ds)} frames, fewer than the {info.world_size} processes")
+    own = shard_range(len(ds), info)
+    loader = DataLoader(Subset(ds, own) if info.distributed else ds, batch_size=cfg.batch_size, shuffle=False,
+                        num_workers=cfg.num_workers)
+    models = dataclasses.replace(models, net=_unwrap(models.net))  # a DDP forward would be a collective
+    out_dir = out_dir if info.is_main else None
     net = models.net
     was_training = net.training
     net.eval()
     acc: dict[str, list] = {}
     try:
         it = loader
-        if progress:
+        if progress and info.is_main:
             from tqdm import tqdm
 
             it = tqdm(loader, desc=f"test view {view}", leave=False, dynamic_ncols=True)
@@ -462,6 +481,7 @@ def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = 
                     acc.setdefault("theta", []).append(st["theta"].cpu())
     finally:
         net.train(was_training)
+    acc = {k: gather_rows(torch.cat(v), len(ds), info) for k, v in acc.items()}  # (N, ...) in frame order
     gt_mm = torch.as_tensor(ds.joints_mm())  # (N, 14, 3) mm, y down
     cam = cfg.camera
     h, w = cfg.image_size
@@ -470,7 +490,7 @@ def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = 
     res = {"view": view, "frames": len(ds), "scores": {}}
     last = f"s{cfg.stage_num}"
     for key in [k for k in acc if k.startswith("s")]:
-        joints = torch.cat(acc[key])  # (N, 21, 3) mm
+        joints = acc[key]  # (N, 21, 3) mm
         nyu14 = nyu36_from_mano21(joints)[:, list(NYU_EVAL_14)]
         pred_uvd = xyz_to_uvd(nyu14, cam).numpy()
         scores = evaluate_nyu(pred_uvd, gt_uvd, camera=intr)
@@ -484,11 +504,11 @@ def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = 
                 _write_rows(os.path.join(out_dir, f"result_{idx}_{view - 1}.txt"), xyz_to_uvd(joints, cam).numpy())
         res["scores"][key] = entry
     if out_dir is not None and cfg.save_mesh:
-        verts = torch.cat(acc["verts"]).numpy()
+        verts = acc["verts"].numpy()
         _write_rows(os.path.join(out_dir, f"mesh_result_{view - 1}.txt"), verts)
-        _write_rows(os.path.join(out_dir, f"MANO_result_{view - 1}.txt"), torch.cat(acc["theta"]).numpy())
+        _write_rows(os.path.join(out_dir, f"MANO_result_{view - 1}.txt"), acc["theta"].numpy())
     if out_dir is not None and cfg.save_obj:
-        _write_objs(os.path.join(out_dir, "obj", f"view{view}"), torch.cat(acc["verts"]).numpy(),
+        _write_objs(os.path.join(out_dir, "obj", f"view{view}"), acc["verts"].numpy(),
                     models.layer.faces_closed.cpu().numpy())
     return res
 
@@ -567,43 +587,21 @@ def build_optimizer(cfg: Config, net: nn.Module) -> tuple[torch.optim.Optimizer,
     return opt, sched
 
 
-def _checkpointing():
-    """H7's ``util.checkpointing`` (atomic writes, RNG states); None until it lands."""
-    try:
-        import util.checkpointing as ck
-        return ck
-    except ImportError:
-        return None
-
-
 def save_training_checkpoint(path: str, *, net: nn.Module, opt, sched, epoch: int, step: int, cfg: Config,
                              extra: dict, generators: dict[str, torch.Generator]) -> None:
-    """Model, optimiser, scheduler, epoch, step, RNG states and the resolved config, written atomically."""
-    ck = _checkpointing()
-    if ck is not None:
-        ck.save_checkpoint(path, model=_unwrap(net), optimizer=opt, scheduler=sched, epoch=epoch, step=step,
-                           config=cfg.to_dict(), extra=extra, generators=generators)
-        return
-    state = {"model": _unwrap(net).state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "epoch": epoch, "step": step, "config": cfg.to_dict(), "extra": extra,
-             "rng": {"torch": torch.get_rng_state(),
-                     **{f"gen_{k}": g.get_state() for k, g in generators.items()}}}
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Model, optimiser, scheduler, epoch, step, RNG states and the resolved config, written atomically
+    (``util.checkpointing.save_checkpoint``; :func:`save_run` adds every rank's streams for exact resume)."""
+    from util.checkpointing import save_checkpoint
+
+    save_checkpoint(path, model=net, optimizer=opt, scheduler=sched, epoch=epoch, step=step,
+                    config=cfg.to_dict(), extra=extra, generators=generators)
 
 
 def load_training_checkpoint(path: str) -> dict:
-    """Read one of our checkpoints with ``weights_only=True`` (clear error naming the file)."""
-    ck = _checkpointing()
-    if ck is not None:
-        return ck.load_checkpoint(path)
-    from model.checkpoint import read_checkpoint
+    """Read one of our checkpoints with ``weights_only=True`` (one clear error naming the file)."""
+    from util.checkpointing import load_checkpoint
 
-    return read_checkpoint(path, expected="a DSF training checkpoint (latest.pth / best.pth)")
+    return load_checkpoint(path)
 
 
 def _checkpoint_file(path: str) -> str:
@@ -619,8 +617,20 @@ def load_network_weights(net: nn.Module, path: str) -> dict | None:
 
     path = _checkpoint_file(path)
     raw = read_checkpoint(path, expected="a DSF pose checkpoint ({'model': state_dict, ...} or a state dict)")
-    _unwrap(net).load_official_state(unwrap_pose_state(raw, source=path))
+    state = unwrap_pose_state(raw, source=path)
+    target = _unwrap(net)
+    if target.stage_num == 1 and any(_is_stage2_key(k) for k in state):
+        # the single-stage ablation starts from a two-stage pre-training: its stage-1 weights, the rest dropped
+        # (the official key-matched load ignores them silently; every remaining key must still match)
+        state = {k: v for k, v in state.items() if not _is_stage2_key(k)}
+        print(f"{path}: stage-2 weights not used by the single-stage network")
+    target.load_official_state(state)
     return raw.get("config") if isinstance(raw, dict) and isinstance(raw.get("config"), dict) else None
+
+
+def _is_stage2_key(key: str) -> bool:
+    top = key.split(".")[0]
+    return top == "fusion" or top.endswith("_s2")
 
 
 def adopt_checkpoint_architecture(cfg: Config, path: str) -> Config:
@@ -657,65 +667,60 @@ def build_models(cfg: Config, device: torch.device, *, transfer: bool) -> Models
 
 def train(cfg: Config, out: str, device: torch.device, dist: Any = None) -> dict:
     """Pre-train or fine-tune (``cfg.train_stage``), test after each epoch (monitoring) and at the end (the last
-    weights, every ``test_views`` view). Returns the final test results."""
+    weights, every ``test_views`` view). Returns the final test results.
+
+    Under ``torchrun`` every rank runs this (DDP); rank 0 logs, shows progress and writes checkpoints and files.
+    ``resume=auto|PATH`` continues exactly where a checkpoint stopped (README, "Several GPUs and resuming").
+    """
     from tqdm import tqdm
 
     from dataloader.builders import build_real_loader, build_synthetic
+    from util.checkpointing import NonFiniteError, NonFiniteGuard, keep_epoch_copy, resolve_resume
+    from util.distributed import DistInfo, check_replicas_in_sync, rank_seed, reduce_mean
     from util.train_log import TrainLog
 
-    is_main = dist is None or dist.is_main
+    dist = dist if dist is not None else DistInfo(device=device)
+    is_main = dist.is_main
     finetune = cfg.train_stage == "finetune"
-    if finetune and not cfg.finetune_dir and not cfg.resume:
+    resume_path = resolve_resume(cfg.resume, out)
+    if finetune and not cfg.finetune_dir and resume_path is None:
         raise ValueError("train_stage=finetune starts from a pre-training checkpoint: pass finetune_dir=<latest.pth "
                          "or its run folder> (train one with train_stage=pretrain)")
     models = build_models(cfg, device, transfer=True)
-    if cfg.finetune_dir:
+    if cfg.finetune_dir and resume_path is None:  # a resumed run takes its weights from the checkpoint
         load_network_weights(models.net, cfg.finetune_dir)
-        print(f"initialised from {cfg.finetune_dir}")
-    if dist is not None and dist.distributed:
-        from util.distributed import wrap_ddp
-
-        models.net = wrap_ddp(models.net, dist)
+        if is_main:
+            print(f"initialised from {cfg.finetune_dir}")
+    models = prepare_training_models(cfg, models, dist)
     opt, sched = build_optimizer(cfg, models.net)
     syn_src = build_synthetic(cfg, device, "finetune" if finetune else "pretrain", mano_layer=models.layer, dist=dist)
-    real_loader = build_real_loader(cfg, "train", train=True, dist=dist) if finetune else None
-    point_gen = torch.Generator().manual_seed(cfg.seed + 7)
-    generators = {"synthetic": syn_src.generator, "points": point_gen}
-    start_epoch, step, best = 0, 0, math.inf
-    if cfg.resume:
-        path = os.path.join(out, "latest.pth") if cfg.resume == "auto" else cfg.resume
-        state = load_training_checkpoint(path)
-        _unwrap(models.net).load_official_state(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
-        best = float(state.get("extra", {}).get("best", math.inf))
-        ck = _checkpointing()
-        if ck is not None and "rng" in state:
-            ck.set_rng_state(state["rng"], generators)
-        print(f"resumed from {path} at epoch {start_epoch}, step {step}")
-    iters = cfg.iters_per_epoch or (len(real_loader) if finetune else math.ceil(len(syn_src.params) / cfg.batch_size))
-    if finetune:
-        iters = min(iters, len(real_loader))
+    real_loader = build_real_loader(cfg, "train", train=True, dist=dist,
+                                    pin_memory=device.type == "cuda") if finetune else None
+    point_gen = torch.Generator().manual_seed(rank_seed(cfg.seed + 7, dist))
+    parts = TrainParts(models, opt, sched, syn_src, {"synthetic": syn_src.generator, "points": point_gen},
+                       NonFiniteGuard(cfg.nan_max_consecutive, dist=dist))
+    iters = epoch_iterations(cfg, syn_src, real_loader, dist)
+    run = resume_run(resume_path, parts, cfg, dist, iters) if resume_path is not None else RunState()
     weights = loss_weights(cfg)
     log = TrainLog(out, enabled=is_main)
-    print(f"{cfg.train_stage}: {cfg.max_epoch} epochs x {iters} iterations, batch {cfg.batch_size}"
-          + (" + " + str(cfg.batch_size) + " real" if finetune else "")
-          + f"; synthetic source: {syn_src.source}; view augmentation {syn_src.view_aug}; transfer {cfg.transfer}")
-    guard = None
-    ck = _checkpointing()
-    if ck is not None and hasattr(ck, "NonFiniteGuard"):
-        guard = ck.NonFiniteGuard()
+    if is_main:
+        if resume_path is not None:
+            print(f"resumed from {resume_path}: epoch {run.epoch}, iteration {run.in_epoch} of {iters}")
+        print(f"{cfg.train_stage}: {cfg.max_epoch} epochs x {iters} iterations, batch {cfg.batch_size}"
+              + (" + " + str(cfg.batch_size) + " real" if finetune else "")
+              + (f" per process x {dist.world_size} processes" if dist.distributed else "")
+              + f"; synthetic source: {syn_src.source}; view augmentation {syn_src.view_aug}; transfer {cfg.transfer}")
+    latest = os.path.join(out, "latest.pth")
     t_start = time.time()
-    epoch_results = []
-    for epoch in range(start_epoch, cfg.max_epoch):
+    for epoch in range(run.epoch, cfg.max_epoch):
+        first = run.in_epoch if epoch == run.epoch else 0
+        run.epoch, run.in_epoch = epoch, first
         models.net.train()  # BN in train mode for both domains' passes (official)
-        if real_loader is not None and hasattr(real_loader.sampler, "set_epoch"):
-            real_loader.sampler.set_epoch(epoch)
-        real_iter = iter(real_loader) if finetune else None
-        bar = tqdm(range(iters), desc=f"{cfg.train_stage} epoch {epoch}", disable=not is_main, dynamic_ncols=True)
+        real_iter = epoch_batches(real_loader, epoch, first, cfg.batch_size) if finetune else None
+        bar = tqdm(range(first, iters), initial=first, total=iters, desc=f"{cfg.train_stage} epoch {epoch}",
+                   disable=not is_main, dynamic_ncols=True)
         last = {}
-        for _ in bar:
+        for it in bar:
             syn = syn_src.next_batch()
             if finetune:
                 real = _to(next(real_iter), device)
@@ -725,50 +730,184 @@ def train(cfg: Config, out: str, device: torch.device, dist: Any = None) -> dict
             total = weighted_total(res.terms, weights)
             opt.zero_grad(set_to_none=True)
             total.backward()
-            if guard is None or guard.check(total, models.net):
-                opt.step()
-            step += 1
+            run.step, run.in_epoch = run.step + 1, it + 1
+            try:
+                if parts.guard.check(total, models.net):  # non-finite loss / gradient: step skipped, counted
+                    opt.step()
+            except NonFiniteError as err:  # too many in a row: stop with the last good weights saved
+                save_run(latest, parts, run, cfg, dist)
+                raise NonFiniteError(f"{err} The last good weights are in {latest}; start a new run from them "
+                                     f"with finetune_dir={latest} (e.g. with a lower lr).") from None
             scal = {f"loss/{k}": float(v.detach()) for k, v in res.terms.items()}
             scal["loss/total"] = float(total.detach())
             scal.update({f"stat/{k}": v for k, v in res.stats.items()})
+            scal["stat/skipped_steps"] = parts.guard.skipped
             scal["lr"] = opt.param_groups[0]["lr"]
             if finetune:
                 scal.update(label_errors(res.real_out, real, models.layer, cfg))  # logging only
-            log.scalars(step, scal, write_tb=step % max(cfg.log_every, 1) == 0)
-            if is_main and step % max(cfg.img_log_every, 1) == 0:
-                log_images(log, step, res, syn, real if finetune else None, models, cfg)
+            if dist.distributed:
+                scal = reduce_mean(scal, dist)  # logged values are means over the ranks
+            log.scalars(run.step, scal, write_tb=run.step % max(cfg.log_every, 1) == 0)
+            if is_main and run.step % max(cfg.img_log_every, 1) == 0:
+                log_images(log, run.step, res, syn, real if finetune else None, models, cfg)
             last = scal
             bar.set_postfix({"loss": f"{scal['loss/total']:.4g}",
                              **({"m2p": int(res.stats["m2p_selected"])} if "m2p_selected" in res.stats else {})})
+            if cfg.ckpt_every and run.step % cfg.ckpt_every == 0 and run.in_epoch < iters:
+                save_run(latest, parts, run, cfg, dist)
         sched.step()
-        line = {k: v for k, v in last.items() if k in ("loss/total", "lr") or k.startswith("err/")}
-        if cfg.epoch_test and is_main:  # monitoring only; model selection on the test set is a diagnostic
-            r = evaluate_view(models, cfg, cfg.test_views[0], None, progress=False)
+        line = {k: v for k, v in last.items() if k in ("loss/total", "lr", "stat/skipped_steps")
+                or k.startswith("err/")}
+        if cfg.epoch_test:  # monitoring only; model selection on the test set is a diagnostic
+            r = evaluate_view(models, cfg, cfg.test_views[0], None, dist=dist, progress=False)
             err = float(np.mean([s["dsf11"] for s in r["scores"].values()]))
             line.update({f"test/{k}": v["dsf11"] for k, v in r["scores"].items()})
-            log.scalars(step, {f"test/{k}": v["dsf11"] for k, v in r["scores"].items()})
-            epoch_results.append({"epoch": epoch, **{k: v["dsf11"] for k, v in r["scores"].items()}})
-            if err <= best:
-                best = err
-                save_training_checkpoint(os.path.join(out, "best.pth"), net=models.net, opt=opt, sched=sched,
-                                         epoch=epoch, step=step, cfg=cfg, extra={"best": best,
-                                         "note": "selected on the TEST set: diagnostic only"}, generators=generators)
+            log.scalars(run.step, {f"test/{k}": v["dsf11"] for k, v in r["scores"].items()})
+            run.epoch_results.append({"epoch": epoch, **{k: v["dsf11"] for k, v in r["scores"].items()}})
+            if err <= run.best:
+                run.best = err
+                save_run(os.path.join(out, "best.pth"), parts, run, cfg, dist,
+                         note="selected on the TEST set: diagnostic only")
+        log.epoch_line(epoch, line)
+        save_run(latest, parts, run, cfg, dist)
         if is_main:
-            log.epoch_line(epoch, line)
-            save_training_checkpoint(os.path.join(out, "latest.pth"), net=models.net, opt=opt, sched=sched,
-                                     epoch=epoch, step=step, cfg=cfg, extra={"best": best}, generators=generators)
+            keep_epoch_copy(out, epoch, cfg.keep_last)
     train_seconds = time.time() - t_start
-    results = []
+    if dist.distributed:
+        check_replicas_in_sync(models.net, dist)  # bit-identical weights and buffers on every rank, or an error
+        if is_main:
+            print(f"replicas in sync: {dist.world_size} ranks hold bit-identical weights and buffers")
+    results = [evaluate_view(models, cfg, view, out, dist=dist) for view in cfg.test_views]
     if is_main:
         log.plot_loss_curves()
-        for view in cfg.test_views:
-            results.append(evaluate_view(models, cfg, view, out))
         write_test_outputs(out, results, f"{cfg.train_stage} (last weights)",
-                           {"train_seconds": train_seconds, "epochs": epoch_results,
-                            "checkpoint": os.path.join(out, "latest.pth")})
+                           {"train_seconds": train_seconds, "epochs": run.epoch_results, "checkpoint": latest,
+                            "skipped_steps": parts.guard.skipped, "world_size": dist.world_size})
         print(score_table([(f"{cfg.train_stage} last", r) for r in results]))
     log.close()
-    return {"results": results, "train_seconds": train_seconds}
+    return {"results": results, "train_seconds": train_seconds, "skipped_steps": parts.guard.skipped}
+
+
+# ------------------------------------------------------------------------------------------------------
+# distributed / resume / speed (util/distributed.py, util/checkpointing.py; docs/DEVIATIONS.md)
+# ------------------------------------------------------------------------------------------------------
+#: config keys that may differ when a run is resumed: runtime, logging, speed options and paths
+RESUME_MAY_CHANGE = frozenset({
+    "resume", "device", "num_workers", "log_every", "img_log_every", "epoch_test", "test_views", "save_mesh",
+    "save_obj", "max_epoch", "keep_last", "ckpt_every", "nan_max_consecutive", "amp", "torch_compile",
+    "channels_last", "cudnn_benchmark", "deterministic", "data_root", "mano_path", "hands_para_dir",
+    "transfer_net_path", "finetune_dir", "load_model", "output_dir", "run_name", "demo_dir",
+})
+
+
+@dataclass
+class RunState:
+    """Where a training run stands (stored in every checkpoint): ``epoch`` in progress, ``in_epoch`` iterations
+    done in it, global ``step``, best per-epoch test error (diagnostic) and the per-epoch test errors."""
+
+    epoch: int = 0
+    in_epoch: int = 0
+    step: int = 0
+    best: float = math.inf
+    epoch_results: list = field(default_factory=list)
+
+
+@dataclass
+class TrainParts:
+    """The stateful objects a checkpoint saves and a resume restores."""
+
+    models: Models
+    opt: torch.optim.Optimizer
+    sched: Any
+    syn_src: Any
+    generators: dict
+    guard: Any
+
+
+def prepare_training_models(cfg: Config, models: Models, dist) -> Models:
+    """Speed options and DDP: channels-last and bf16 autocast on CUDA (geometry kept float32), SyncBatchNorm
+    (``sync_bn``, CUDA), DistributedDataParallel when several processes run, ``torch.compile`` last."""
+    from util.distributed import wrap_ddp
+    from util.precision import Float32Calls
+
+    cuda = dist.device.type == "cuda"
+    net = models.net
+    if cuda and cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if cuda and cfg.sync_bn and dist.distributed:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = wrap_ddp(net, dist)
+    if cfg.torch_compile:
+        net = torch.compile(net)
+    amp = cuda and cfg.amp
+    renderer = Float32Calls(models.renderer) if amp else models.renderer
+    return dataclasses.replace(models, net=net, renderer=renderer, amp=amp)
+
+
+def epoch_iterations(cfg: Config, syn_src, real_loader, dist) -> int:
+    """Iterations per epoch: this rank's real batches (fine-tuning), or one pass of the synthetic pose set over all
+    ranks (pre-training); ``iters_per_epoch`` caps either."""
+    if real_loader is not None:
+        n = len(real_loader)
+        return min(cfg.iters_per_epoch, n) if cfg.iters_per_epoch else n
+    return cfg.iters_per_epoch or math.ceil(len(syn_src.params) / (cfg.batch_size * dist.world_size))
+
+
+def epoch_batches(loader, epoch: int, skip: int, batch_size: int):
+    """Iterator over ``loader``'s batches of ``epoch`` after the first ``skip`` (a resumed epoch)."""
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)  # per-item augmentation seeds (util.seed.SeededItems)
+    loader.sampler.skip(min(skip * batch_size, len(loader.sampler)))
+    return iter(loader)
+
+
+def save_run(path: str, parts: TrainParts, run: RunState, cfg: Config, dist, note: str = "") -> None:
+    """Write a training checkpoint on rank 0 holding every rank's random streams (call on all ranks)."""
+    from util.checkpointing import rng_state, save_checkpoint
+    from util.distributed import broadcast_buffers, gather_objects
+
+    broadcast_buffers(parts.models.net, dist)  # rank 0's BN statistics: what DDP's next forward uses anyway
+    ranks = gather_objects({"rng": rng_state(parts.generators), "synthetic": parts.syn_src.state_dict()}, dist)
+    if dist.is_main:
+        extra = {"global_step": run.step, "best": run.best, "epoch_results": run.epoch_results,
+                 "world_size": dist.world_size, "ranks": ranks, "guard": parts.guard.state_dict()}
+        save_checkpoint(path, model=parts.models.net, optimizer=parts.opt, scheduler=parts.sched, epoch=run.epoch,
+                        step=run.in_epoch, config=cfg.to_dict(), generators=parts.generators,
+                        extra={**extra, "note": note} if note else extra)
+
+
+def resume_run(path, parts: TrainParts, cfg: Config, dist, iters: int) -> RunState:
+    """Restore weights, optimiser, schedule, this rank's random streams and data positions from ``path``.
+
+    Raises:
+        model.checkpoint.CheckpointError: an unreadable file, another config (every differing key listed) or
+            another number of processes.
+    """
+    from model.checkpoint import CheckpointError
+    from util.checkpointing import check_resume_compatible, load_checkpoint, restore_training_state, set_rng_state
+
+    ckpt = load_checkpoint(path)
+    extra = ckpt["extra"]
+    saved_world = extra.get("world_size")
+    if saved_world != dist.world_size:
+        raise CheckpointError(f"{path}: saved by a run of {saved_world} process(es), this one has "
+                              f"{dist.world_size}; resume with the same number (data order and random streams "
+                              "are per process)")
+    check_resume_compatible(ckpt["config"], cfg.to_dict(), RESUME_MAY_CHANGE, source=str(path))
+    restore_training_state(ckpt, model=parts.models.net, optimizer=parts.opt, scheduler=parts.sched,
+                           source=str(path))
+    try:
+        own = extra["ranks"][dist.rank]
+        set_rng_state(own["rng"], parts.generators)
+        parts.syn_src.load_state_dict(own["synthetic"])
+        parts.guard.load_state_dict(extra["guard"])
+        run = RunState(int(ckpt["epoch"]), int(ckpt["step"]), int(extra["global_step"]), float(extra["best"]),
+                       list(extra["epoch_results"]))
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: incomplete training state ({type(err).__name__}: {err})") from None
+    if run.in_epoch >= iters:  # saved at the end of an epoch
+        run.epoch, run.in_epoch = run.epoch + 1, 0
+    return run
 
 
 @torch.no_grad()
@@ -826,11 +965,12 @@ def test(cfg: Config, out: str, device: torch.device, dist: Any = None) -> list[
     cfg = adopt_checkpoint_architecture(cfg, cfg.load_model)
     models = build_models(cfg, device, transfer=False)
     load_network_weights(models.net, cfg.load_model)
-    results = [evaluate_view(models, cfg, v, out) for v in cfg.test_views]
-    write_test_outputs(out, results, f"test of {cfg.load_model}", {"checkpoint": cfg.load_model})
-    print(score_table([(os.path.basename(cfg.load_model.rstrip("/")), r) for r in results]))
-    print("only the 11-joint numbers are comparable with DSF's; the 14-joint evaluator numbers in test_scores.json "
-          "use palm points filled from the MANO joints (docs/DEVIATIONS.md, Trainer)")
+    results = [evaluate_view(models, cfg, v, out, dist=dist) for v in cfg.test_views]  # sharded under torchrun
+    if dist is None or dist.is_main:
+        write_test_outputs(out, results, f"test of {cfg.load_model}", {"checkpoint": cfg.load_model})
+        print(score_table([(os.path.basename(cfg.load_model.rstrip("/")), r) for r in results]))
+        print("only the 11-joint numbers are comparable with DSF's; the 14-joint evaluator numbers in "
+              "test_scores.json use palm points filled from the MANO joints (docs/DEVIATIONS.md, Trainer)")
     return results
 
 
@@ -861,10 +1001,8 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> str:
     print(f"demo profile: width {cfg.width:g} (the paper's network is width 1), batch {cfg.batch_size}, transfer="
           f"{cfg.transfer} (no Consis-CycleGAN: synthetic crops enter untranslated), {cfg.max_epoch} epochs per phase")
     t0 = time.time()
-    pre_iters = cfg.iters_per_epoch if cfg.iters_per_epoch != DEMO_PROFILE["iters_per_epoch"] else \
-        DEMO_PRETRAIN_ITERS // cfg.max_epoch
-    fine_iters = cfg.iters_per_epoch if cfg.iters_per_epoch != DEMO_PROFILE["iters_per_epoch"] else \
-        DEMO_FINETUNE_ITERS // cfg.max_epoch
+    pre_iters = cfg.iters_per_epoch or DEMO_PRETRAIN_ITERS // cfg.max_epoch
+    fine_iters = cfg.iters_per_epoch or DEMO_FINETUNE_ITERS // cfg.max_epoch
     pre = dataclasses.replace(base, phase="train", train_stage="pretrain", run_name="pretrain",
                               iters_per_epoch=max(pre_iters, 1))
     pre_out = os.path.join(out, "pretrain")
@@ -911,31 +1049,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    seed_everything(cfg.seed)
+    from util.checkpointing import NonFiniteError
+    from util.distributed import cleanup_distributed
+    from util.seed import configure_determinism
+
+    try:
+        dist = _dist_info(cfg)  # torchrun: joins the process group; otherwise one process, nothing initialised
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    seed_everything(cfg.seed)  # the same on every rank (identical initial weights); data streams are per rank
+    device = dist.device
+    if device.type == "cuda":
+        configure_determinism(deterministic=cfg.deterministic, cudnn_benchmark=cfg.cudnn_benchmark)
     out = run_dir(cfg)
     os.makedirs(out, exist_ok=True)
-    cfg.save_json(os.path.join(out, "config.json"))
-    device = resolve_device(cfg)
-    print(f"run folder: {out} (resolved config in config.json); device: {device}")
+    if dist.is_main:
+        cfg.save_json(os.path.join(out, "config.json"))
+        print(f"run folder: {out} (resolved config in config.json); device: {device}"
+              + (f"; {dist.world_size} processes" if dist.distributed else ""))
     try:
         if cfg.demo:
             run_demo(cfg, out, device)
         elif cfg.train_stage == "transfer":
             from model.transfer_train import train_transfer
 
-            train_transfer(cfg, out, _dist_info(cfg))
+            train_transfer(cfg, out, dist)
         elif cfg.phase == "annotate":
             from util.annotate import annotate
 
-            annotate(cfg, out, _dist_info(cfg))
+            annotate(cfg, out, dist)
         elif cfg.phase == "test":
-            test(cfg, out, device)
+            test(cfg, out, device, dist)
         else:
-            dist = _dist_info(cfg)
-            train(cfg, out, dist.device if dist.distributed else device, dist)
+            train(cfg, out, device, dist)
     except (ImportError, FileNotFoundError, ValueError) as err:  # missing inputs / bad values: one message
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteError as err:  # the guard stopped the run (checkpoint saved)
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    finally:
+        cleanup_distributed()
     return 0
 
 
