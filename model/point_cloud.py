@@ -26,6 +26,8 @@ POINT_CLOUD_THRESHOLD = 0.99
 #: hand-box margins in mm: x/y on both sides, z on the near side (20 mm offset + 20 mm hand thickness), z far side
 CROP_HAND_MARGINS = (25.0, 40.0, 20.0)
 NUM_POINTS = 2048
+#: (point, sphere) pairs per vectorised segmentation chunk (bounds the temporaries to ~16 MB in float32)
+_SEGMENT_CHUNK = 1 << 22
 
 
 def _align_corners_uvd(depth: Tensor) -> Tensor:
@@ -140,24 +142,24 @@ def segment_crop(crop: Tensor, spheres: HandSpheres, center_xyz: Tensor, cube: T
     """Part label of every pixel of a (hand-cropped) crop, 0 on background (``>= 0.99``): (B, 1, H, W) int64.
 
     The same labels as ``segment_points(backproject_crop(crop, ...) as (B, H*W, 3), spheres)`` with the background
-    zeroed (the official order), but only the foreground pixels are back-projected and segmented (a hand covers
-    about a tenth of the crop).
+    zeroed (the official order), but only the foreground pixels are segmented (a hand covers about a tenth of the
+    crop): they are packed to the front of each row (padding up to the largest count is segmented and discarded).
     """
     _check_crop(crop)
     b, _, h, w = crop.shape
-    labels = torch.zeros(b, h * w, dtype=torch.long, device=crop.device)
-    fg = crop.detach().reshape(b, -1) < FOREGROUND_THRESHOLD
     with torch.no_grad():
-        uvd = _align_corners_uvd(crop.detach())
-        for i in range(b):
-            sel = uvd[i:i + 1][:, fg[i]]  # (1, N_i, 3)
-            if sel.shape[1] == 0:
-                continue
-            xyz = uvd_to_xyz(norm_uvd_to_uvd(sel, center_xyz[i:i + 1].to(sel), cube[i:i + 1].to(sel),
-                                             M[i:i + 1].to(sel), w), camera)
-            xyz = xyz_to_norm_xyz(xyz, center_xyz[i:i + 1].to(sel), cube[i:i + 1].to(sel))
-            one = HandSpheres(spheres.centres[i:i + 1], spheres.radii[i:i + 1])
-            labels[i, fg[i]] = segment_points(xyz, one)[0]
+        d = crop.detach()
+        xyz = backproject_crop(d, center_xyz, cube, M, camera).flatten(2).transpose(1, 2)  # (B, HW, 3)
+        fg = d.reshape(b, -1) < FOREGROUND_THRESHOLD
+        n_max = int(fg.sum(dim=1).max())
+        labels = torch.zeros(b, h * w, dtype=torch.long, device=crop.device)
+        if n_max == 0:
+            return labels.view(b, 1, h, w)
+        order = torch.argsort((~fg).to(torch.int8), dim=1, stable=True)[:, :n_max]  # foreground first, row-major
+        packed = torch.gather(xyz, 1, order.unsqueeze(-1).expand(b, n_max, 3))
+        lab = segment_points(packed, spheres)
+        keep = torch.gather(fg, 1, order)
+        labels.scatter_(1, order, torch.where(keep, lab, torch.zeros_like(lab)))
     return labels.view(b, 1, h, w)
 
 
@@ -174,13 +176,20 @@ def segment_points(points: Tensor, spheres: HandSpheres) -> Tensor:
         (B, P) int64 labels in 0..15.
     """
     with torch.no_grad():
+        b, p = points.shape[:2]
+        if b == 0 or p == 0:
+            return torch.zeros(b, p, dtype=torch.long, device=points.device)
+        centres, radii = spheres.centres.detach().to(points), spheres.radii.detach().to(points)
+        step = max(1, _SEGMENT_CHUNK // max(1, p * centres.shape[1]))
         labels = []
-        for b in range(points.shape[0]):  # per sample: (P, 66) temporaries instead of (B, P, 66, 3)
-            c, r = spheres.centres[b].detach().to(points), spheres.radii[b].detach().to(points)
-            sq = sum((points[b, :, None, k].detach() - c[None, :, k]).square() for k in range(3))  # (P, 66)
-            e = (torch.sqrt(sq + DIST_EPS) - r).abs()
-            finger_min, finger_arg = e[:, NUM_PALM_SPHERES:].min(dim=-1)
-            palm_min = e[:, :NUM_PALM_SPHERES].min(dim=-1).values
+        for b0 in range(0, b, step):  # a few large vectorised ops; (chunk, P, 66) temporaries
+            x, c = points[b0:b0 + step].detach(), centres[b0:b0 + step]
+            sq = (x[:, :, None, 0] - c[:, None, :, 0]).square_()
+            for k in (1, 2):
+                sq += (x[:, :, None, k] - c[:, None, :, k]).square_()
+            e = sq.add_(DIST_EPS).sqrt_().sub_(radii[b0:b0 + step, None, :]).abs_()  # (chunk, P, 66)
+            finger_min, finger_arg = e[..., NUM_PALM_SPHERES:].min(dim=-1)
+            palm_min = e[..., :NUM_PALM_SPHERES].min(dim=-1).values
             label = torch.div(finger_arg, SPHERES_PER_BONE, rounding_mode="floor") + 1
             labels.append(torch.where(palm_min < finger_min, torch.zeros_like(label), label))
-        return torch.stack(labels, dim=0)
+        return torch.cat(labels, dim=0)

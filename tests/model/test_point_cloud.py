@@ -159,3 +159,14 @@ def test_segment_crop_equals_segmenting_every_pixel():
     ref = torch.where(depth < 0.99, ref, torch.zeros_like(ref))
     got = segment_crop(depth, spheres, centre, cube, M, CAM)
     assert torch.equal(got, ref) and int((got[0] > 0).sum()) > 20 and len(set(got[0].flatten().tolist())) > 3
+
+
+def test_segment_points_matches_float64_numpy_rule():
+    rng = np.random.default_rng(5)
+    c, r = rng.uniform(-0.6, 0.6, (3, 66, 3)), rng.uniform(0.01, 0.12, (3, 66))
+    pts = rng.uniform(-0.8, 0.8, (3, 500, 3))
+    e = np.abs(np.sqrt(((pts[:, :, None] - c[:, None]) ** 2).sum(-1) + 1e-8) - r[:, None])  # (3, 500, 66)
+    ref = np.where(e[..., :21].min(-1) < e[..., 21:].min(-1), 0, e[..., 21:].argmin(-1) // 3 + 1)
+    got = segment_points(torch.from_numpy(pts), HandSpheres(torch.from_numpy(c), torch.from_numpy(r)))
+    np.testing.assert_array_equal(got.numpy(), ref)
+    assert len(np.unique(ref)) == 16  # every label occurs
