@@ -24,7 +24,7 @@ from render.rasterizer import RENDERERS
 from util.camera import CAMERAS, CENTER_DEPTH_RANGES, CUBE_SIZES, SYNTH_DEPTH_RANGES
 
 PHASES = ("train", "test", "annotate")
-TRAIN_STAGES = ("pretrain", "finetune", "transfer")
+TRAIN_STAGES = ("pretrain", "finetune", "transfer", "supervised")  # supervised: benchmark upper bound only
 DATASETS = ("nyu", "icvl", "msra")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("step", "none")
@@ -53,6 +53,8 @@ class Config:
     transfer: str = "consis"  # consis = frozen Consis-CycleGAN G_A on synthetic input; none = identity
     transfer_net_path: str = ""  # folder holding latest_net_G_A.pth (required when transfer=consis in finetune)
     finetune_dir: str = ""  # pre-training checkpoint to start fine-tuning from
+    fits_dir: str = ""  # released-format NYU MANO fits (train_stage=supervised, a benchmark bound, not DSF);
+    #                    "" = <data_root>/posePara_lm_collosion
     load_model: str = ""  # checkpoint evaluated in phase=test
     resume: str = ""  # checkpoint to resume (model, optimiser, scheduler, epoch, step); "auto" = run's latest
     output_dir: str = "checkpoint"  # runs are written to <output_dir>/<dataset>/<run_name>

@@ -45,6 +45,7 @@ DEVIATES = {
 #: keys without an official value (paths, runtime, stand-in / substitute settings, additions of this repo)
 NO_OFFICIAL_VALUE = {
     "demo", "data_root", "mano_path", "hands_para_dir", "transfer_net_path", "finetune_dir", "load_model",
+    "fits_dir",  # released-format MANO fits: only the benchmark's supervised upper bound reads them
     "resume", "output_dir", "run_name", "demo_dir", "demo_train_frames", "demo_test_frames",
     "camera_intrinsics", "cube_size", "synth_depth", "center_depth_range",  # overrides; derived values below
     "num_workers", "skip_bad", "renderer", "device", "seed", "log_every", "img_log_every",
