@@ -78,7 +78,7 @@ class _WithoutLabels(Dataset):
 
 
 def build_real_dataset(cfg, split: str, *, labels: bool = True, view: int | None = None,
-                       augment: bool | None = None) -> Dataset:
+                       augment: bool | None = None, point_labels=None) -> Dataset:
     """The real data set of ``cfg.dataset`` for ``split`` ('train' | 'test').
 
     Args:
@@ -87,6 +87,8 @@ def build_real_dataset(cfg, split: str, *, labels: bool = True, view: int | None
         labels: False drops the joint labels from every item (self-supervised consumers that must not see them).
         view: Kinect view (default ``cfg.view``).
         augment: training augmentation (default: ``cfg.augment`` for 'train', off for 'test').
+        point_labels: NYU only: per-frame labelled points (``NYUDataset(point_labels=...)``, e.g. the MANO-fit
+            labels of the benchmark's supervised upper bound, :class:`dataloader.nyu_fits.FitPointLabels`).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -98,7 +100,10 @@ def build_real_dataset(cfg, split: str, *, labels: bool = True, view: int | None
                         augment=(cfg.augment and split == "train") if augment is None else augment,
                         aug_rotation=cfg.aug_rotation, aug_shift=cfg.aug_shift, aug_scale=cfg.aug_scale,
                         test_cube_split=cfg.test_cube_split, test_cube_scale=cfg.test_cube_scale,
-                        skip_bad=cfg.skip_bad, image_shape=cfg.image_size, crop_sampling=cfg.crop_sampling)
+                        skip_bad=cfg.skip_bad, image_shape=cfg.image_size, crop_sampling=cfg.crop_sampling,
+                        point_labels=point_labels)
+    elif point_labels is not None:
+        raise NotImplementedError(f"point_labels (MANO-fit labels) are implemented for NYU only, not {cfg.dataset!r}")
     elif cfg.dataset == "icvl":
         from dataloader.icvl import ICVLDataset
 
@@ -142,7 +147,7 @@ def _msra_gestures(root: str) -> tuple[str, ...]:
 
 def build_real_loader(cfg, split: str, *, train: bool, dist: Any = None, labels: bool = True,
                       view: int | None = None, batch_size: int | None = None,
-                      pin_memory: bool = False) -> DataLoader:
+                      pin_memory: bool = False, point_labels=None) -> DataLoader:
     """DataLoader over :func:`build_real_dataset`.
 
     ``train=True``: shuffled, augmentation per ``cfg.augment``, last partial batch kept (official: the last NYU
@@ -153,7 +158,8 @@ def build_real_loader(cfg, split: str, *, train: bool, dist: Any = None, labels:
     ``dataset.set_epoch`` each epoch. ``train=False``: fixed order, no augmentation (DistributedSampler when
     ``dist.distributed``). ``pin_memory``: page-locked batches for fast copies to a GPU.
     """
-    ds = build_real_dataset(cfg, split, labels=labels, view=view, augment=None if train else False)
+    ds = build_real_dataset(cfg, split, labels=labels, view=view, augment=None if train else False,
+                            point_labels=point_labels)
     sampler = None
     if train:
         from util.distributed import DistInfo, ResumableSampler
