@@ -13,6 +13,7 @@ stand-in generator writes them with the exact parameters of every frame.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -81,12 +82,14 @@ class FitPointLabels:
     ``NYUDataset(point_labels=...)``: the points then go through the crop augmentation with the joints.
     """
 
-    def __init__(self, fits: np.ndarray, mano_layer: ManoLayer):
+    def __init__(self, fits: np.ndarray, mano_layer: ManoLayer, source: str = "fits"):
         fits = np.asarray(fits, np.float32)
         if fits.ndim != 2 or fits.shape[1] != PARAM_DIM:
             raise ValueError(f"fits must be (N, {PARAM_DIM}), got {fits.shape}")
-        self.fits = torch.from_numpy(fits)
-        self.layer = mano_layer.to("cpu")
+        self.fits, self.source = torch.from_numpy(fits), source
+        # a CPU copy: data-loader workers evaluate it, the caller's layer stays on its device
+        on_cpu = all(b.device.type == "cpu" for b in mano_layer.buffers())
+        self.layer = mano_layer if on_cpu else copy.deepcopy(mano_layer).cpu()
 
     def __len__(self) -> int:
         return self.fits.shape[0]
@@ -94,7 +97,11 @@ class FitPointLabels:
     @torch.no_grad()
     def batch(self, frames) -> np.ndarray:
         """(len(frames), 800, 3) float64 mm for 0-based ``frames``."""
-        out = self.layer.forward_dsf(self.fits[torch.as_tensor(np.asarray(frames, np.int64))])
+        idx = np.asarray(frames, np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"{self.source}: no fit for frame index {int(idx.max())} (the file has {len(self)} "
+                             "rows: one fit per frame of the split expected)")
+        out = self.layer.forward_dsf(self.fits[torch.as_tensor(idx)])
         return torch.cat([out.joints, out.vertices], 1).double().numpy()
 
     def __call__(self, frame: int) -> np.ndarray:

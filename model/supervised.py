@@ -10,13 +10,24 @@ turns such a real batch into the labelled-batch layout that the shared synthetic
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import Tensor
 
-from dataloader.nyu_fits import NUM_FIT_JOINTS, NUM_FIT_VERTS
+from dataloader.nyu_fits import NUM_FIT_JOINTS, NUM_FIT_VERTS, FitPointLabels, default_fits_dir, load_nyu_fits
 
 #: keys of a labelled batch as the shared synthetic loss reads them (``train_render.synthetic_losses``)
 TARGET_KEYS = ("depth", "center_xyz", "cube", "M", "mano_joints_uvd_norm", "mano_joints_xyz_norm",
                "mano_verts_xyz_norm")
+
+
+def fit_point_labels(fits_dir: str | Path, data_root: str | Path, split: str, view: int, mano_layer
+                     ) -> FitPointLabels:
+    """Point labels (``NYUDataset(point_labels=...)``) from the released-format fits of ``split`` / ``view`` in
+    ``fits_dir`` (``""``: ``<data_root>/posePara_lm_collosion``)."""
+    folder = Path(fits_dir) if str(fits_dir) else default_fits_dir(data_root)
+    fits = load_nyu_fits(folder, split, view)
+    return FitPointLabels(fits, mano_layer, source=str(folder / f"nyu-{split}-{view - 1}-*.txt"))
 
 
 def supervised_targets(real: dict) -> dict[str, Tensor]:
