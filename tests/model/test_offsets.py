@@ -55,19 +55,27 @@ def test_round_trip_synthetic_blob():
     assert err_mm < 0.01
 
 
-def test_round_trip_rendered_hand(shared_dir):
-    """Encode/decode on rasterised hands of the official-oracle model (joints inside the mesh).
+def test_round_trip_rendered_hand(mano_model):
+    """Encode/decode on rasterised MANO hands (oracle model or stand-in; joints inside the mesh).
 
     Exact recovery needs a foreground pixel near each joint (heat close to 1 outweighs the 4096 background
     pixels that vote with logit 0); joints hidden deep behind the surface (max heat < 0.5) are excluded.
     """
     from render.rasterizer import render_depth
 
-    ref = np.load(shared_dir / "oracle" / "mano_forward.npz")
-    joints_n = torch.from_numpy(ref["joints_b"])  # (8, 21, 3) norm-xyz, network convention (g = 1/125)
-    shift = joints_n.mean(dim=1, keepdim=True)  # centre each hand in its crop
-    verts_n, joints_n = torch.from_numpy(ref["verts_b"]) - shift, joints_n - shift
-    faces = torch.from_numpy(ref["faces1554"].astype(np.int64))
+    from render.mano_layer import DSF_GLOBAL_SCALE, ManoLayer
+    from render.mano_params import LAYOUT_AXIS_ANGLE as LAYOUT
+
+    layer = ManoLayer(mano_model)
+    gen = torch.Generator().manual_seed(11)
+    theta = torch.zeros(8, LAYOUT.dim)
+    theta[:, LAYOUT.global_orient] = torch.randn(8, 3, generator=gen)
+    theta[:, LAYOUT.pose_pca] = 0.5 * torch.randn(8, 45, generator=gen)
+    theta[:, LAYOUT.scale] = 1.0
+    out = layer.forward_dsf(theta, global_scale=DSF_GLOBAL_SCALE)  # norm-xyz, network convention
+    shift = out.joints.mean(dim=1, keepdim=True)  # centre each hand in its crop
+    verts_n, joints_n = out.vertices - shift, out.joints - shift
+    faces = layer.faces_closed
     cam = NYU_CAMERA.as_tuple()
     b = joints_n.shape[0]
     center = torch.tensor([30.0, -20.0, 650.0]) + torch.linspace(0, 1, b)[:, None] * torch.tensor([-90.0, 60.0, 400.0])

@@ -318,15 +318,20 @@ def test_forward_and_predict_on_real_nyu_frame(net2, splat_renderer, shared_dir)
 
 
 @pytest.fixture(scope="module")
-def hand_renderer_setup(oracle_model, shared_dir):
+def hand_renderer_setup(mano_model):
     """A width-0.25 net whose stage 1 predicts a plausible hand, the real HandRenderer and a batch of 2 crops."""
+    from dataloader.synthetic import PALM_TO_CAMERA
     from render.hand_renderer import HandRenderer
     from render.mano_layer import ManoLayer
+    from render.mano_params import LAYOUT_AXIS_ANGLE as LAYOUT
 
-    renderer = HandRenderer(ManoLayer(oracle_model), NYU_CAMERA.as_tuple())
+    renderer = HandRenderer(ManoLayer(mano_model), NYU_CAMERA.as_tuple())
     torch.manual_seed(4)
     net = build_pose_net(width=0.25)
-    theta = torch.from_numpy(np.load(shared_dir / "oracle" / "mano_forward.npz")["params_b"][0])
+    theta = torch.zeros(LAYOUT.dim)  # a palm-to-camera hand of crop scale (g = 1/125, s = 1) at the centre
+    theta[LAYOUT.global_orient] = torch.tensor(PALM_TO_CAMERA)
+    theta[LAYOUT.pose_pca] = 0.3 * torch.randn(45, generator=torch.Generator().manual_seed(5))
+    theta[LAYOUT.scale] = 1.0
     with torch.no_grad():  # make stage 1 predict a plausible hand (weights std 0.001 keep it input-dependent)
         net.mano_regress[2].bias.copy_(theta)
     return net, renderer, _crop_batch(2)

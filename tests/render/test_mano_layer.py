@@ -38,6 +38,12 @@ def oracle_layer(oracle_model) -> ManoLayer:
 
 
 @pytest.fixture(scope="module")
+def layer(mano_model) -> ManoLayer:
+    """The layer of :func:`mano_model` (oracle model or stand-in): for checks that hold for any MANO model."""
+    return ManoLayer(mano_model)
+
+
+@pytest.fixture(scope="module")
 def oracle_forward(shared_dir):
     with np.load(shared_dir / "oracle" / "mano_forward.npz") as npz:
         return {k: npz[k] for k in npz.files}
@@ -47,14 +53,14 @@ def oracle_forward(shared_dir):
 # LBS
 
 
-def test_shapes_and_zero_input_gives_the_template(oracle_layer, oracle_model):
+def test_shapes_and_zero_input_gives_the_template(layer, mano_model):
     zeros = torch.zeros(2, 48)
-    out = oracle_layer(zeros[:, :3], zeros[:, 3:], torch.zeros(2, 10))
+    out = layer(zeros[:, :3], zeros[:, 3:], torch.zeros(2, 10))
     assert out.vertices.shape == (2, 778, 3) and out.joints.shape == (2, 21, 3)
     assert out.full_pose.shape == (2, 48)
-    np.testing.assert_allclose(out.vertices[0].numpy(), 1000 * oracle_model.v_template, atol=1e-4)
-    template_joints = 1000 * np.concatenate([oracle_model.J_regressor @ oracle_model.v_template,
-                                             oracle_model.v_template[list(FINGERTIPS)]])
+    np.testing.assert_allclose(out.vertices[0].numpy(), 1000 * mano_model.v_template, atol=1e-4)
+    template_joints = 1000 * np.concatenate([mano_model.J_regressor @ mano_model.v_template,
+                                             mano_model.v_template[list(FINGERTIPS)]])
     np.testing.assert_allclose(out.joints[1].numpy(), template_joints, atol=1e-4)
 
 
@@ -73,23 +79,23 @@ def test_forward_matches_float64_numpy_mano(request, model_name):
     assert np.abs(expect_v - 1000 * model.v_template).max() > 20  # the poses really move the mesh (mm)
 
 
-def test_root_rotation_turns_the_hand_about_the_wrist(oracle_layer):
+def test_root_rotation_turns_the_hand_about_the_wrist(layer):
     rng = np.random.default_rng(2)
     betas = torch.as_tensor(rng.normal(0, 1, (1, 10)), dtype=torch.float32).expand(3, 10)
     root = torch.as_tensor([[0.0, 0.0, 0.0], [0.3, -1.2, 0.7], [2.5, 0.4, -0.9]], dtype=torch.float32)
-    flat = oracle_layer(root, torch.zeros(3, 45), betas)
+    flat = layer(root, torch.zeros(3, 45), betas)
     wrist = flat.joints[:, 0]  # = J_regressor[0] @ v_shaped: the chain's rest wrist joint
     torch.testing.assert_close(wrist[1:], wrist[:1].expand(2, 3), atol=1e-3, rtol=0)  # the wrist stays put
     fingers = torch.as_tensor(rng.normal(0, 0.4, (1, 45)), dtype=torch.float32).expand(3, 45)
-    posed = oracle_layer(root, fingers, betas).vertices - wrist[:1, None]
+    posed = layer(root, fingers, betas).vertices - wrist[:1, None]
     for b in (1, 2):  # with bent fingers too, the root acts as one rigid turn about the wrist joint
         torch.testing.assert_close(posed[b].norm(dim=-1), posed[0].norm(dim=-1), atol=1e-3, rtol=0)
         rot = torch.as_tensor(rodrigues_np(root[b].double().numpy()), dtype=torch.float32)
         torch.testing.assert_close(posed[b], posed[0] @ rot.T, atol=1e-3, rtol=0)
 
 
-def test_gradcheck_double(oracle_model):
-    layer = ManoLayer(oracle_model).double()
+def test_gradcheck_double(mano_model):
+    layer = ManoLayer(mano_model).double()
     rng = np.random.default_rng(3)
 
     def as_input(shape, sigma):
@@ -150,13 +156,13 @@ def test_official_buffers(oracle_layer, oracle_forward):
     assert list(oracle_layer.parents) == oracle_forward["parents"].tolist()
 
 
-def test_forward_dsf_is_forward_with_pca_mean_scale_and_translation(oracle_model):
+def test_forward_dsf_is_forward_with_pca_mean_scale_and_translation(mano_model):
     rng = np.random.default_rng(5)
     vec = torch.as_tensor(rng.normal(0, 0.5, (3, 62)), dtype=torch.float64)
     p = ManoParams.from_vector(vec)
-    layer = ManoLayer(oracle_model).double()
+    layer = ManoLayer(mano_model).double()
     dsf = layer.forward_dsf(vec, global_scale=DSF_GLOBAL_SCALE)
-    comps, mean = torch.as_tensor(oracle_model.hands_components), torch.as_tensor(oracle_model.hands_mean)
+    comps, mean = torch.as_tensor(mano_model.hands_components), torch.as_tensor(mano_model.hands_mean)
     fingers = p.pose_pca @ comps + mean
     plain = layer(p.global_orient, fingers, p.betas)
     s, t = p.scale[:, None], p.transl[:, None]
@@ -167,7 +173,7 @@ def test_forward_dsf_is_forward_with_pca_mean_scale_and_translation(oracle_model
     torch.testing.assert_close(dsf.rotations, torch.as_tensor(expected_rot))
 
 
-def test_quaternion_root_equals_axis_angle_root(oracle_layer):
+def test_quaternion_root_equals_axis_angle_root(layer):
     rng = np.random.default_rng(6)
     vec = torch.as_tensor(rng.normal(0, 0.5, (4, 62)), dtype=torch.float32)
     p = ManoParams.from_vector(vec)
@@ -175,51 +181,51 @@ def test_quaternion_root_equals_axis_angle_root(oracle_layer):
     angle = aa.norm(dim=1, keepdim=True)
     quat = torch.cat([torch.cos(angle / 2), torch.sin(angle / 2) * aa / angle], 1) * 2.0  # not normalised
     q = dataclasses.replace(p, global_orient=quat.float()).to_vector()
-    torch.testing.assert_close(oracle_layer.forward_dsf(q).vertices, oracle_layer.forward_dsf(vec).vertices,
+    torch.testing.assert_close(layer.forward_dsf(q).vertices, layer.forward_dsf(vec).vertices,
                                atol=2e-3, rtol=0)
 
 
-def test_part_faces_and_regressor_support(oracle_layer, oracle_model):
-    faces = oracle_layer.faces_closed.numpy()
-    parts = oracle_layer.part_face_ids
-    bits = oracle_layer.part_bits
+def test_part_faces_and_regressor_support(layer, mano_model):
+    faces = layer.faces_closed.numpy()
+    parts = layer.part_face_ids
+    bits = layer.part_bits
     assert len(parts) == 15 and bits.shape == (1554,) and bits.dtype == torch.long
     for k, part in enumerate(parts, start=1):
-        members = set(np.flatnonzero(oracle_model.weights[:, k] > 0.1).tolist())
+        members = set(np.flatnonzero(mano_model.weights[:, k] > 0.1).tolist())
         expected = [i for i, f in enumerate(faces.tolist()) if members & set(f)]
         assert part.tolist() == expected
         assert [i for i, b in enumerate(bits.tolist()) if b >> k & 1] == expected
     assert (bits & 1).all() and int(bits.max()) < 1 << 16
-    support = oracle_layer.regressor_support
+    support = layer.regressor_support
     assert support.shape == (16, 778) and support.dtype == torch.bool
     assert (support.sum(1) >= 10).all()
-    moved = ManoLayer(oracle_model).to(torch.float64)  # index buffers keep their dtype
+    moved = ManoLayer(mano_model).to(torch.float64)  # index buffers keep their dtype
     assert moved.part_bits.dtype == torch.long and moved.v_template.dtype == torch.float64
 
 
-def test_construction_errors(oracle_model):
-    regressor = oracle_model.J_regressor.copy()
+def test_construction_errors(mano_model):
+    regressor = mano_model.J_regressor.copy()
     support = np.flatnonzero(regressor[3] > 0)
     regressor[3] = 0.0
     regressor[3, support[:6]] = 1 / 6  # only 6 regressor vertices for joint 3
     with pytest.raises(ManoFormatError, match="joint 3 has 6 vertices"):
-        ManoLayer(dataclasses.replace(oracle_model, J_regressor=regressor))
-    weights = oracle_model.weights.copy()
+        ManoLayer(dataclasses.replace(mano_model, J_regressor=regressor))
+    weights = mano_model.weights.copy()
     weights[:, 0] += weights[:, 7]
     weights[:, 7] = 0.0
     with pytest.raises(ManoFormatError, match="for joint 7"):
-        ManoLayer(dataclasses.replace(oracle_model, weights=weights))
-    parents = oracle_model.parents.copy()
+        ManoLayer(dataclasses.replace(mano_model, weights=weights))
+    parents = mano_model.parents.copy()
     parents[4] = 1
     with pytest.raises(ManoFormatError, match="not MANO's"):
-        ManoLayer(dataclasses.replace(oracle_model, parents=parents))
+        ManoLayer(dataclasses.replace(mano_model, parents=parents))
 
 
-def test_input_validation(oracle_layer):
+def test_input_validation(layer):
     with pytest.raises(ValueError, match=r"hand_pose must have shape \(2, 45\)"):
-        oracle_layer(torch.zeros(2, 3), torch.zeros(2, 10), torch.zeros(2, 10))
+        layer(torch.zeros(2, 3), torch.zeros(2, 10), torch.zeros(2, 10))
     with pytest.raises(ValueError, match="62 .* or 63"):
-        oracle_layer.forward_dsf(torch.zeros(2, 61))
+        layer.forward_dsf(torch.zeros(2, 61))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -256,7 +262,7 @@ def test_mano_params_round_trip_and_slices():
         dataclasses.replace(p, betas=torch.zeros(5, 9)).to_vector()
 
 
-def test_to_dataset_order(oracle_layer):
+def test_to_dataset_order():
     joints = torch.arange(21.0)[None, :, None].expand(2, 21, 3)
     nyu = to_dataset_order(joints, "nyu")
     assert nyu.shape == (2, 12, 3)
