@@ -49,6 +49,7 @@ def test_real_frame_decodes_like_the_spec(shared_dir):
     assert depth.shape == (480, 640) and depth.dtype == np.float32
     assert depth.min() == 731 and depth.max() == 2001
     assert abs((depth == 2001).mean() - 0.61) < 0.01
+    check_depth_png(shared_dir / "nyu" / "sample" / "test" / "depth_1_0000001.png")  # 640x480 RGB, IEND
 
 
 def test_depth_errors_name_the_file(tmp_path):
@@ -64,9 +65,10 @@ def test_depth_errors_name_the_file(tmp_path):
         decode_depth(gray)
 
 
-def test_png_header_check(shared_dir, tmp_path):
-    real = shared_dir / "nyu" / "sample" / "test" / "depth_1_0000001.png"
-    check_depth_png(real)  # the real frame: 640x480 8-bit RGB with an IEND trailer
+def test_png_header_check(tmp_path):
+    real = tmp_path / "depth_1_0000001.png"  # a generated frame in the NYU format (any depth would do)
+    write_depth_png(real, np.random.default_rng(0).integers(500, 2002, (480, 640)).astype(np.float32))
+    check_depth_png(real)  # 640x480 8-bit RGB with an IEND trailer
     with pytest.raises(DataFileError, match=r"depth_1_0000001\.png: expected an 8-bit RGB PNG of 320x240, "
                                             r"got 640x480 with bit depth 8 and colour type 2"):
         check_depth_png(real, (240, 320))
