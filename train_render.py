@@ -482,7 +482,6 @@ def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = 
     finally:
         net.train(was_training)
     acc = {k: gather_rows(torch.cat(v), len(ds), info) for k, v in acc.items()}  # (N, ...) in frame order
-    acc = {k: gather_rows(torch.cat(v), len(ds), info) for k, v in acc.items()}  # (N, ...) in frame order
     gt_mm = torch.as_tensor(ds.joints_mm())  # (N, 14, 3) mm, y down
     cam = cfg.camera
     h, w = cfg.image_size
