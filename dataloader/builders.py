@@ -112,7 +112,7 @@ def build_real_dataset(cfg, split: str, *, labels: bool = True, view: int | None
                          augment=(cfg.augment and split == "train") if augment is None else augment,
                          aug_rotation=cfg.aug_rotation, aug_shift=cfg.aug_shift, aug_scale=cfg.aug_scale,
                          mirror_width=cfg.icvl_mirror_width, skip_bad=cfg.skip_bad,
-                         crop_sampling=cfg.crop_sampling)
+                         crop_sampling=cfg.crop_sampling, center_depth_range=cfg.center_depth_limits)
     elif cfg.dataset == "msra":
         from dataloader.msra import MSRADataset
         from util.camera import MSRA_SUBJECT_CUBES
@@ -123,7 +123,7 @@ def build_real_dataset(cfg, split: str, *, labels: bool = True, view: int | None
                          augment=(cfg.augment and split == "train") if augment is None else augment,
                          aug_rotation=cfg.aug_rotation, aug_shift=cfg.aug_shift, aug_scale=cfg.aug_scale,
                          gestures=_msra_gestures(cfg.data_root), skip_bad=cfg.skip_bad,
-                         crop_sampling=cfg.crop_sampling)
+                         crop_sampling=cfg.crop_sampling, center_depth_range=cfg.center_depth_limits)
     else:
         raise NotImplementedError(f"dataset={cfg.dataset!r}: no loader")
     return ds if labels else _WithoutLabels(ds)

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from dataloader.crop import CROP_SAMPLINGS
 from dataloader.depth_io import DataFileError, load_centers
 from dataloader.real_sample import draw_aug, make_sample
-from util.camera import CUBE_SIZES, ICVL_CAMERA, ICVL_MIRROR_WIDTH
+from util.camera import CENTER_DEPTH_RANGES, CUBE_SIZES, ICVL_CAMERA, ICVL_MIRROR_WIDTH
 from util.geometry import uvd_to_xyz, xyz_to_uvd
 from util.joints import ICVL_JOINT_NAMES
 
@@ -167,6 +167,8 @@ class ICVLDataset(Dataset):
         all_sequences: also keep the in-plane rotated training copies.
         frames: optional subset of 0-based label-line indices.
         skip_bad: leave out frames with missing PNGs (with one summary warning) instead of stopping.
+        center_depth_range: (min, max) mm a centre's z may take (a centre outside it, or off the camera's
+            view, is an error naming its line).
         crop_sampling: 'warp' | 'resize' (see :mod:`dataloader.crop`).
     """
 
@@ -175,7 +177,8 @@ class ICVLDataset(Dataset):
                  center_file=None, augment: bool | None = None, aug_rotation: float = 180.0,
                  aug_shift: float = 10.0, aug_scale: float = 0.2, mirror: bool = True,
                  mirror_width: float = ICVL_MIRROR_WIDTH, all_sequences: bool = False,
-                 frames: Sequence[int] | None = None, skip_bad: bool = False, crop_sampling: str = "warp") -> None:
+                 frames: Sequence[int] | None = None, skip_bad: bool = False, crop_sampling: str = "resize",
+                 center_depth_range: tuple[float, float] = CENTER_DEPTH_RANGES["icvl"]) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if center_type not in ("refine", "joint_mean"):
@@ -203,7 +206,8 @@ class ICVLDataset(Dataset):
             centers = self._joints.mean(1)
         else:
             cpath = Path(center_file) if center_file else self.root / f"center_{split}_refined.txt"
-            raw, _ = load_centers(cpath, num_frames=n)  # y down, original image; NaN rows = 'invalid'
+            # y down, original image; NaN rows = 'invalid'
+            raw, _ = load_centers(cpath, num_frames=n, z_range=center_depth_range)
             if self.mirror:  # project, mirror u, back-project (the official order of operations)
                 ok = np.isfinite(raw).all(1)
                 raw[ok] = uvd_to_xyz(mirror_uvd(xyz_to_uvd(raw[ok], self.camera), self.mirror_width),

@@ -32,7 +32,7 @@ from dataloader.crop import CROP_SAMPLINGS
 from dataloader.depth_io import DataFileError, load_centers
 from dataloader.nyu import resolve_center_frame
 from dataloader.real_sample import draw_aug, make_sample
-from util.camera import MSRA_CAMERA, MSRA_SUBJECT_CUBES
+from util.camera import CENTER_DEPTH_RANGES, MSRA_CAMERA, MSRA_SUBJECT_CUBES
 from util.geometry import xyz_to_uvd
 from util.joints import MSRA_GESTURES, MSRA_JOINT_NAMES, MSRA_SUBJECTS
 
@@ -174,6 +174,8 @@ class MSRADataset(Dataset):
         subjects: subjects present in the tree (default all 9; a smaller tree for tests / demos).
         frames: optional subset of 0-based frame indices of the split.
         skip_bad: leave out frames with missing ``.bin`` files (one summary warning) instead of stopping.
+        center_depth_range: (min, max) mm a centre's z may take (a centre outside it, or off the camera's
+            view, is an error naming its line).
         crop_sampling: 'warp' | 'resize'.
     """
 
@@ -182,7 +184,8 @@ class MSRADataset(Dataset):
                  center_file=None, center_frame: str = "auto", augment: bool | None = None,
                  aug_rotation: float = 180.0, aug_shift: float = 10.0, aug_scale: float = 0.2,
                  gestures: Sequence[str] = MSRA_GESTURES, subjects: Sequence[int] | None = None,
-                 frames: Sequence[int] | None = None, skip_bad: bool = False, crop_sampling: str = "warp") -> None:
+                 frames: Sequence[int] | None = None, skip_bad: bool = False, crop_sampling: str = "resize",
+                 center_depth_range: tuple[float, float] = CENTER_DEPTH_RANGES["msra"]) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if not 0 <= int(test_subject) < MSRA_SUBJECTS:
@@ -220,7 +223,7 @@ class MSRADataset(Dataset):
             centers = self._joints.mean(1)
         else:
             cpath = Path(center_file) if center_file else self.root / center_file_name(split, self.test_subject)
-            raw, _ = load_centers(cpath, num_frames=n)
+            raw, _ = load_centers(cpath, num_frames=n, z_range=center_depth_range)
             self.center_frame = resolve_center_frame(raw, self._joints, "y_up", center_frame, str(cpath))
             centers = raw.copy()
             if self.center_frame == "y_up":

@@ -315,3 +315,15 @@ def test_builders_dispatch_icvl_and_msra(icvl_root, msra_root):
     assert (ds.cubes_mm() == MSRA_SUBJECT_CUBES[6]).all()
     cfg = load_config([f"data_root={msra_root}", "dataset=msra", "cube_size=230"])
     assert (build_real_dataset(cfg, "test").cubes_mm() == 230.0).all()
+
+
+def test_implausible_centre_is_refused_with_its_line(icvl_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "c"
+    shutil.copytree(icvl_root, root)
+    lines = (root / "center_test_refined.txt").read_text().splitlines()
+    lines[2] = "10 20 30000"
+    (root / "center_test_refined.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFileError, match=r"center_test_refined\.txt.*line 3"):
+        ICVLDataset(root, "test")
