@@ -184,7 +184,7 @@ class SyntheticParams(Dataset):
         source: where the vectors come from (kept as ``self.source`` for logs).
     """
 
-    def __init__(self, params: np.ndarray, cube: float = 250.0, source: str = "array") -> None:
+    def __init__(self, params: np.ndarray, *, cube: float, source: str = "array") -> None:
         p = np.asarray(params, np.float32)
         if p.ndim != 2 or p.shape[1] != PARAM_DIM or len(p) == 0:
             raise ValueError(f"params must be (N, {PARAM_DIM}) with N > 0, got {p.shape}")
@@ -194,8 +194,8 @@ class SyntheticParams(Dataset):
 
     @classmethod
     def from_source(cls, hands_para_dir: str = "", hands_coeffs: np.ndarray | None = None,
-                    n_builtin: int = 20000, seed: int = 0, pose_noise: float = 0.2,
-                    cube: float = 250.0, search_roots: Sequence = (), rotation: str = "so3",
+                    n_builtin: int = 20000, seed: int = 0, pose_noise: float = 0.2, *,
+                    cube: float, search_roots: Sequence = (), rotation: str = "so3",
                     cone_deg: float = 90.0, announce: bool = True) -> SyntheticParams:
         """The pose source of pre-training, chosen in this order:
 
@@ -225,7 +225,7 @@ class SyntheticParams(Dataset):
                       f"(no hands-*.txt files under {where}; set hands_para_dir)")
         if announce:
             print(f"synthetic pose source: {source}", flush=True)
-        return cls(params, cube, source)
+        return cls(params, cube=cube, source=source)
 
     def __len__(self) -> int:
         return self.params.shape[0]

@@ -79,17 +79,18 @@ def test_find_hands_params_and_source_choice(tmp_path, capsys):
     assert find_hands_params(tmp_path / "data") is None and find_hands_params(tmp_path / "nowhere") is None
     coeffs = np.random.default_rng(0).normal(size=(4, 45))
     roots = (data.parent, data)
-    builtin = SyntheticParams.from_source("", coeffs, n_builtin=6, search_roots=roots)
+    builtin = SyntheticParams.from_source("", coeffs, n_builtin=6, search_roots=roots, cube=250.0)
     assert len(builtin) == 6 and builtin.source.startswith("built-in: 6 vectors from MANO hands_coeffs")
     assert str(data.parent) in builtin.source and "uniform SO(3)" in builtin.source
     printed = capsys.readouterr().out.splitlines()  # the substitute is announced on stdout, in one line
     assert printed == [f"synthetic pose source: {builtin.source}"]
-    cone = SyntheticParams.from_source("", coeffs, n_builtin=6, search_roots=roots, rotation="cone", cone_deg=30)
+    cone = SyntheticParams.from_source("", coeffs, n_builtin=6, search_roots=roots, rotation="cone", cone_deg=30,
+                                       cube=250.0)
     assert "camera-facing cone 30 deg" in cone.source and "6 vectors" in capsys.readouterr().out
 
     _write_hands(data / "posePara_lm_collosion", 3, 0.5)  # second layout, under the data root
     assert find_hands_params(data) == data / "posePara_lm_collosion"
-    p = SyntheticParams.from_source("", coeffs, search_roots=roots)
+    p = SyntheticParams.from_source("", coeffs, search_roots=roots, cube=250.0)
     assert len(p) == 3 and torch.all(p.params == 0.5)
     assert p.source == f"hands files: {data / 'posePara_lm_collosion'} (3 vectors)"
 
@@ -97,16 +98,17 @@ def test_find_hands_params_and_source_choice(tmp_path, capsys):
     _write_hands(official, 2, 0.25)
     assert find_hands_params(data.parent) == official
     capsys.readouterr()
-    p = SyntheticParams.from_source("", coeffs, search_roots=roots)
+    p = SyntheticParams.from_source("", coeffs, search_roots=roots, cube=250.0)
     assert len(p) == 2 and torch.all(p.params == 0.25) and str(official) in p.source
     assert capsys.readouterr().out == f"synthetic pose source: hands files: {official} (2 vectors)\n"
     # an explicit directory beats the search; an incomplete set is an error, not a silent fallback
-    p = SyntheticParams.from_source(str(data / "posePara_lm_collosion"), coeffs, search_roots=roots)
+    p = SyntheticParams.from_source(str(data / "posePara_lm_collosion"), coeffs, search_roots=roots,
+                                    cube=250.0)
     assert len(p) == 3
     (official / "hands-scale.txt").unlink()
     assert find_hands_params(data.parent) == official
     with pytest.raises(FileNotFoundError, match="hands-scale.txt"):
-        SyntheticParams.from_source("", coeffs, search_roots=roots)
+        SyntheticParams.from_source("", coeffs, search_roots=roots, cube=250.0)
 
 
 def test_builtin_source_interpolates_captured_poses():
@@ -145,7 +147,7 @@ def test_infinite_sampler_and_param_loader():
     batches = [next(it) for _ in range(7)]  # beyond the 3 items
     assert batches[-1]["params"].shape == (2, 62) and torch.all(batches[0]["cube"] == 230.0)
     with pytest.raises(ValueError, match=r"\(N, 62\)"):
-        SyntheticParams(np.zeros((3, 61)))
+        SyntheticParams(np.zeros((3, 61)), cube=250.0)
 
 
 def test_batch_shapes_and_consistent_labels(batch):
