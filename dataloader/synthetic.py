@@ -88,10 +88,10 @@ def load_hands_params(directory, prefix: str = "hands") -> np.ndarray:
 def find_hands_params(root, prefix: str = "hands") -> Path | None:
     """The directory of the official HANDS parameter files under ``root``, or None.
 
-    Looks for ``{prefix}-*.txt`` in ``root/hands20/posePara_lm_collosion`` (the official layout, docs/formats.md §1.8), then
-    in ``root/posePara_lm_collosion``. A directory holding any of the five files is returned even when the set
-    is incomplete, so that :func:`load_hands_params` names the missing file instead of silently falling back
-    to the built-in source.
+    Looks for ``{prefix}-*.txt`` in ``root/hands20/posePara_lm_collosion`` (the official layout,
+    docs/formats.md §1.8), then in ``root/posePara_lm_collosion``. A directory holding any of the five files is
+    returned even when the set is incomplete, so that :func:`load_hands_params` names the missing file instead of
+    silently falling back to the built-in source.
     """
     base = Path(root)
     for d in (base / "hands20" / "posePara_lm_collosion", base / "posePara_lm_collosion"):

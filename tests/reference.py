@@ -74,7 +74,8 @@ def literal_crop_box(center_xyz, cube, camera, size: int = 128) -> dict:
     """The DeepPrior++ crop box of docs/method.md §2.4, float64 and Python integers, written out literally.
 
     Returns a dict with the frame box ``x0, x1, y0, y1``, the depth planes ``near, far``, the scale ``s``, the
-    resized size ``width, height``, the paste offset ``ox, oy`` and ``M`` (3, 3) = T(ox, oy) diag(s, s, 1) T(-x0, -y0).
+    resized size ``width, height``, the paste offset ``ox, oy`` and
+    ``M`` (3, 3) = T(ox, oy) diag(s, s, 1) T(-x0, -y0).
     """
     fx, fy, cx, cy = camera
     x, y, z = (float(c) for c in center_xyz)

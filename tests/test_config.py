@@ -77,7 +77,7 @@ def test_every_config_key_is_classified_for_the_official_defaults_test():
     known = set(OFFICIAL) | set(DEVIATES) | NO_OFFICIAL_VALUE
     fields = {f.name for f in dataclasses.fields(Config)}
     unclassified = {k for k in fields - known if not k.startswith(NO_OFFICIAL_PREFIXES)}
-    assert not unclassified, f"add to OFFICIAL, DEVIATES or NO_OFFICIAL_VALUE in tests/test_config.py: {unclassified}"
+    assert not unclassified, f"add to OFFICIAL, DEVIATES or NO_OFFICIAL_VALUE (tests/test_config.py): {unclassified}"
     assert not known - fields, f"stale names: {known - fields}"
 
 

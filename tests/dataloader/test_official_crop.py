@@ -66,7 +66,8 @@ def test_nyu_dataset_default_item_is_the_official_crop(frame, tmp_path):
     xyz36[list(NYU_EVAL_14)] = xyz14
     uvd36 = np.repeat(gt_uvd.mean(0, keepdims=True), 36, axis=0)
     uvd36[list(NYU_EVAL_14)] = gt_uvd
-    write_joint_data(tmp_path / "test" / "joint_data.mat", np.stack([uvd36[None]] * 3), np.stack([xyz36[None]] * 3))
+    write_joint_data(tmp_path / "test" / "joint_data.mat", np.stack([uvd36[None]] * 3),
+                     np.stack([xyz36[None]] * 3))
 
     item = NYUDataset(tmp_path, "test")[0]
     center = np.array([float(v) for v in f"{center_yup[0]:.6f} {center_yup[1]:.6f} {center_yup[2]:.6f}".split()])
