@@ -95,7 +95,7 @@ def test_tuple_depth_is_bounded_before_unpickling(tmp_path, kind):
 
 
 def test_opcode_check_follows_the_memo_and_passes_real_layouts(standin_pkl):
-    check_opcodes(standin_pkl.read_bytes())  # the stand-in has the official layout (formats.md §2.3)
+    check_opcodes(standin_pkl.read_bytes())  # the stand-in has the official layout (docs/formats.md §2.3)
     # a deep tuple stored in the memo and fetched again is still deep
     chain = b"\x80\x02" + _deep_tuple_ops(10) + b"q\x01" + b"0" + b"h\x01" + b"\x85" * 10 + b"."
     with pytest.raises(ManoFormatError, match="tuples nested deeper"):
