@@ -78,8 +78,11 @@ class Budget:
 
 
 MODES: dict[str, Budget] = {
-    "quick": Budget(train_frames=64, test_frames=32, width=0.25, batch_size=8, pretrain_iters=24, arm_iters=6,
-                    transfer_iters=8, transfer_ngf=8, transfer_n_blocks=2),
+    # pipeline check only (tests / before a long run): numbers meaningless
+    "smoke": Budget(train_frames=8, test_frames=8, width=0.125, batch_size=4, pretrain_iters=2, arm_iters=1,
+                    transfer_iters=2, transfer_ngf=4, transfer_n_blocks=1, num_workers=0),
+    "quick": Budget(train_frames=32, test_frames=16, width=0.25, batch_size=8, pretrain_iters=12, arm_iters=3,
+                    transfer_iters=6, transfer_ngf=8, transfer_n_blocks=2),
     "default": Budget(train_frames=512, test_frames=128, width=0.25, batch_size=8, pretrain_iters=500,
                       arm_iters=60, transfer_iters=150, transfer_ngf=16, transfer_n_blocks=3),
     "full": Budget(train_frames=8192, test_frames=1024, width=1.0, batch_size=32, pretrain_iters=20000,
@@ -108,7 +111,7 @@ class Arm:
     run: str
     branch: str = "pwe"
     tree: str = "clean"
-    trained_by: tuple[str, ...] = ()  # runs whose wall time is the arm's train time
+    trained_by: tuple[str, ...] = ()  # the arm's own run (its wall time; the shared pre-training is reported apart)
 
 
 def _common(b: Budget, paths: dict) -> dict:
@@ -154,25 +157,24 @@ def build_plan(b: Budget, paths: dict) -> tuple[list[Run], list[Arm]]:
         Run("supervised_thick", "supervised", {**sup, **thick}, b.arm_iters, ("pretrain",)),
     ]
     runs = [Run(r.name, r.kind, {**r.overrides, "run_name": r.name}, r.iters, r.needs) for r in runs]
-    pre = ("transfer", "pretrain")
     arms = [
-        Arm("synthetic", "synthetic only", "main", "synthetic", trained_by=pre + ("synthetic",)),
-        Arm("dsf", "DSF", "main", "dsf", trained_by=pre + ("dsf",)),
-        Arm("dsf_mano", "DSF (MANO branch)", "main", "dsf", branch="mano", trained_by=pre + ("dsf",)),
-        Arm("supervised", "supervised (upper bound)", "main", "supervised", trained_by=pre + ("supervised",)),
+        Arm("synthetic", "synthetic only", "main", "synthetic", trained_by=("synthetic",)),
+        Arm("dsf", "DSF", "main", "dsf", trained_by=("dsf",)),
+        Arm("dsf_mano", "DSF (MANO branch)", "main", "dsf", branch="mano", trained_by=("dsf",)),
+        Arm("supervised", "supervised (upper bound)", "main", "supervised", trained_by=("supervised",)),
         Arm("mano_only", "MANO branch only (no inter-branch)", "ablation", "no_inter_branch", branch="mano",
-            trained_by=pre + ("no_inter_branch",)),
+            trained_by=("no_inter_branch",)),
         Arm("pwe_only", "pixel branch only (no inter-branch)", "ablation", "no_inter_branch",
-            trained_by=pre + ("no_inter_branch",)),
-        Arm("no_transfer", "no transfer net", "ablation", "no_transfer", trained_by=pre + ("no_transfer",)),
-        Arm("one_stage", "one stage (stage_num=1)", "ablation", "one_stage", trained_by=pre + ("one_stage",)),
-        Arm("no_collision", "no collision term", "ablation", "no_collision", trained_by=pre + ("no_collision",)),
-        Arm("no_part_icp", "no part-aware ICP", "ablation", "no_part_icp", trained_by=pre + ("no_part_icp",)),
+            trained_by=("no_inter_branch",)),
+        Arm("no_transfer", "no transfer net", "ablation", "no_transfer", trained_by=("no_transfer",)),
+        Arm("one_stage", "one stage (stage_num=1)", "ablation", "one_stage", trained_by=("one_stage",)),
+        Arm("no_collision", "no collision term", "ablation", "no_collision", trained_by=("no_collision",)),
+        Arm("no_part_icp", "no part-aware ICP", "ablation", "no_part_icp", trained_by=("no_part_icp",)),
         Arm("synthetic_thick", "synthetic only", "mismatch", "synthetic_thick", tree="thick",
-            trained_by=pre + ("synthetic",)),
-        Arm("dsf_thick", "DSF", "mismatch", "dsf_thick", tree="thick", trained_by=pre + ("dsf_thick",)),
+            trained_by=("synthetic",)),
+        Arm("dsf_thick", "DSF", "mismatch", "dsf_thick", tree="thick", trained_by=("dsf_thick",)),
         Arm("supervised_thick", "supervised (upper bound)", "mismatch", "supervised_thick", tree="thick",
-            trained_by=pre + ("supervised_thick",)),
+            trained_by=("supervised_thick",)),
     ]
     return runs, arms
 
@@ -321,16 +323,41 @@ def report(out: Path, results: list[ArmResult], paths: dict, mode: str, meta: di
     plot_success(out / "success_curves.png", results, f"DSF claim on the NYU-format stand-in ({mode})")
     plot_ablation(out / "ablations.png", results, title=f"ablations of DSF ({mode}; DSF-11 error, lower is better)")
     scalars = read_scalar_log(Path(paths["runs"]) / "nyu" / "dsf")
-    keep = {k: v for k, v in scalars.items() if k.startswith(("loss/", "stat/m2p"))}
-    plot_loss_curves(out / "dsf_loss_curves.png", keep, f"DSF arm: per-term losses (unweighted) and M2P selection "
-                     f"per step ({mode})", count_keys=("stat/m2p_selected", "stat/m2p_samples"))
+    keep = {k: v for k, v in scalars.items() if k.startswith(("loss/", "stat/m2p", "err/"))}
+    plot_loss_curves(out / "dsf_loss_curves.png", keep, f"DSF arm: per-term losses (unweighted), M2P selection and "
+                     f"train-batch label errors (logging only) per step ({mode})",
+                     count_keys=("stat/m2p_selected", "stat/m2p_samples"))
+    summary["dsf_diagnostics"] = diagnostics(scalars)
+    shared = {k: meta["run_seconds"].get(k) for k in ("transfer", "pretrain")}
+    extra = (f"\nshared by every arm: transfer-net training {_minutes(shared['transfer'])}, pre-training "
+             f"{_minutes(shared['pretrain'])}; bench wall time {meta['wall_seconds'] / 60:.1f} min\n"
+             f"DSF arm diagnostics: {json.dumps(summary['dsf_diagnostics'])}")
+    print(extra)
+    with open(out / "claim_table.md", "a") as f:
+        f.write(extra + "\n")
+    save_results(out / "claim_results.json", results, summary, meta)
+    return summary
+
+
+def _minutes(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def diagnostics(scalars: dict) -> dict:
+    """What the DSF arm's step log says about the failure modes issue 16 names: how often M2P selects pairs, and
+    whether the (teacher) stage-2 branches drift on the train batches (label errors are logged, never a loss):
+    mean of the first and the last fifth of the steps."""
+    out = {}
     if "stat/m2p_selected" in scalars:
         sel = scalars["stat/m2p_selected"][1]
-        summary["m2p_selected"] = {"steps": int(len(sel)), "steps_with_any": int((sel > 0).sum()),
-                                   "mean_per_step": float(sel.mean()), "max": float(sel.max())}
-        print(f"M2P selection in the DSF arm: {summary['m2p_selected']}")
-        save_results(out / "claim_results.json", results, summary, meta)
-    return summary
+        out["m2p_selected"] = {"steps": int(len(sel)), "steps_with_any": int((sel > 0).sum()),
+                               "mean_per_step": round(float(sel.mean()), 2), "max": float(sel.max())}
+    for key in ("err/pwe_s2", "err/mano_s2", "err/pwe_s1", "err/mano_s1"):
+        if key in scalars:
+            v = scalars[key][1]
+            k = max(len(v) // 5, 1)
+            out[key] = {"first": round(float(v[:k].mean()), 2), "last": round(float(v[-k:].mean()), 2)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,11 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="smoke version (< 25 min on the 2-core CPU)")
     g.add_argument("--full", action="store_true", help="official width on a GPU")
+    g.add_argument("--smoke", action="store_true", help="pipeline check with 1-2 iterations per run (no result)")
     ap.add_argument("--out", default=None, help="bench folder (default bench_runs/dsf_claim/<mode>)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan (commands) and exit")
     ap.add_argument("--fresh", action="store_true", help="re-run runs that already finished")
     args = ap.parse_args(argv)
-    mode = "quick" if args.quick else "full" if args.full else "default"
+    mode = "quick" if args.quick else "full" if args.full else "smoke" if args.smoke else "default"
     b = MODES[mode]
     out = Path(args.out or REPO / "bench_runs" / "dsf_claim" / mode).resolve()
     paths = {"mano": str(out / "data" / "MANO_RIGHT.pkl"), "clean": str(out / "data" / "nyu"),

@@ -127,3 +127,14 @@ def test_report_files(tmp_path):
     for name in ("s.png", "a.png", "l.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     assert final_branch_file(run, "mano", 1).name == "predictions_s1_mano_v1.txt"
+
+
+def test_dsf_diagnostics_from_the_step_log():
+    from bench.dsf_claim import diagnostics
+
+    steps = np.arange(1, 11)
+    d = diagnostics({"stat/m2p_selected": (steps, np.array([0, 0, 3, 5, 0, 0, 0, 0, 0, 8.0])),
+                     "err/pwe_s2": (steps, np.array([10.0] * 5 + [20.0] * 5))})
+    assert d["m2p_selected"] == {"steps": 10, "steps_with_any": 3, "mean_per_step": 1.6, "max": 8.0}
+    assert d["err/pwe_s2"] == {"first": 10.0, "last": 20.0}  # first / last fifth (2 steps each)
+    assert diagnostics({}) == {}
