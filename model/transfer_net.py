@@ -154,8 +154,20 @@ def build_transfer_discriminator(*, in_ch: int = 1, ndf: int = 64, n_layers: int
     return net
 
 
+def _generator_size(state: dict) -> dict:
+    """``ngf`` / ``n_blocks`` of a generator state dict (first conv's output channels, number of residual blocks):
+    reduced generators trained with ``transfer_ngf`` / ``transfer_n_blocks`` (benchmarks on a CPU) load too. Missing
+    or odd keys fall back to the default size, whose strict check then names the mismatch."""
+    first = state.get("model.1.weight")
+    if not isinstance(first, torch.Tensor) or first.ndim != 4:
+        return {}
+    blocks = {k.split(".")[1] for k in state if ".conv_block." in k}
+    return {"ngf": int(first.shape[0]), "n_blocks": len(blocks)}
+
+
 def load_transfer_generator(path: str | Path, *, map_location: str | torch.device = "cpu") -> ResnetGenerator:
-    """Load a CycleGAN ``latest_net_G_A.pth`` (a plain state dict) into a default generator, strictly.
+    """Load a CycleGAN ``latest_net_G_A.pth`` (a plain state dict) into a generator of its size (default: DSF's
+    ngf 64, 9 blocks; a reduced one is recognised from the first conv and the block count), strictly.
 
     The file is read with ``weights_only=True``. Keys ``running_mean`` / ``running_var`` / ``num_batches_tracked``
     of InstanceNorm layers, written by PyTorch < 0.4 checkpoints, are dropped (as CycleGAN's own loader does). The
@@ -169,7 +181,7 @@ def load_transfer_generator(path: str | Path, *, map_location: str | torch.devic
     expected = "a CycleGAN resnet_9blocks / instance-norm generator state dict (latest_net_G_A.pth, keys 'model.<i>.')"
     raw = read_checkpoint(path, expected=expected, map_location=map_location)
     state = as_state_dict(raw, source=str(path), expected=expected)
-    net = build_transfer_generator()
+    net = build_transfer_generator(**_generator_size(state))
     norm_names = {name for name, m in net.named_modules() if isinstance(m, nn.InstanceNorm2d)}
     legacy = ("running_mean", "running_var", "num_batches_tracked")
     state = {k: v for k, v in state.items()

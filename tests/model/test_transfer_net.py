@@ -78,6 +78,22 @@ def test_generator_checkpoint_round_trip(tmp_path):
         assert torch.equal(v, state[k]), k
 
 
+def test_reduced_generator_loads_at_its_size(tmp_path):
+    """A generator trained with transfer_ngf / transfer_n_blocks (CPU benchmarks) is rebuilt at its own size."""
+    g = build_transfer_generator(ngf=8, n_blocks=2)
+    torch.manual_seed(6)
+    state = {k: torch.randn_like(v) for k, v in g.state_dict().items()}
+    path = tmp_path / "latest_net_G_A.pth"
+    torch.save(state, path)
+    loaded = load_transfer_generator(path)
+    assert loaded.model[1].out_channels == 8 and len([m for m in loaded.model if hasattr(m, "conv_block")]) == 2
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    g.load_state_dict(state)
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    assert torch.equal(loaded(x), g.eval()(x))
+
+
 def test_generator_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="latest_net_G_A"):
         load_transfer_generator(tmp_path / "missing.pth")
