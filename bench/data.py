@@ -113,6 +113,15 @@ def main(argv=None) -> None:
 
 def train_step_seconds(width: float, layer: ManoLayer, batch: dict, repeat: int = 2) -> float:
     """Seconds of one pre-training-like optimisation step of the pose network on a synthetic batch."""
+    step = make_train_step(width, layer, batch)
+    step()  # warm-up
+    return 1.0 / rate(step, 1, repeat)
+
+
+def make_train_step(width: float, layer: ManoLayer, batch: dict):
+    """A callable running one pre-training-like step (two-stage network of ``width``, forward with the remap
+    render, pixel + joint Huber losses of both stages, backward, AdamW) on ``batch`` (``depth``,
+    ``mano_joints_uvd_norm``, ``center_xyz``, ``cube``)."""
     from model import build_pose_net, decode_offsets, encode_offsets, huber
     from render.hand_renderer import HandRenderer
 
@@ -131,8 +140,7 @@ def train_step_seconds(width: float, layer: ManoLayer, batch: dict, repeat: int 
         loss.backward()
         opt.step()
 
-    step()  # warm-up
-    return 1.0 / rate(step, 1, repeat)
+    return step
 
 
 if __name__ == "__main__":
