@@ -327,3 +327,16 @@ def test_implausible_centre_is_refused_with_its_line(icvl_root, tmp_path):
     (root / "center_test_refined.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataFileError, match=r"center_test_refined\.txt.*line 3"):
         ICVLDataset(root, "test")
+
+
+def test_loaders_write_nothing(icvl_root, msra_root, tmp_path, monkeypatch):
+    """The official MSRA loader writes msra_label.txt / msra_record_list.txt into the working directory."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = {p: p.stat().st_mtime_ns for root in (icvl_root, msra_root) for p in root.rglob("*")}
+    MSRADataset(msra_root, "train", 1, gestures=GESTURES)[0]
+    ICVLDataset(icvl_root, "test")[0]
+    assert list(work.iterdir()) == []
+    after = {p: p.stat().st_mtime_ns for root in (icvl_root, msra_root) for p in root.rglob("*")}
+    assert after == before
