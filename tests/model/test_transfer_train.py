@@ -170,3 +170,55 @@ def test_resume_refuses_a_different_config(tmp_path, standin_tree, standin_pkl, 
                         transfer_consistency=0.0, resume="auto")
     with pytest.raises(CheckpointError, match=r"transfer_consistency: 10\.0 -> 0\.0"):
         train_transfer(other, tmp_path, synthetic=BankSource(synthetic_bank, 2), real_loader=real)
+
+
+DDP_WORKER = """
+import json, os, sys
+import torch
+from model.cyclegan import CycleGANSettings
+from model.transfer_train import build_transfer_model, train_step
+from util.distributed import cleanup_distributed, init_distributed
+
+info = init_distributed("cpu")
+torch.manual_seed(0)  # same initial networks on both ranks
+m = build_transfer_model(CycleGANSettings(ngf=4, n_blocks=1, ndf=4), lr=2e-4, beta1=0.5, n_epochs=1,
+                         n_epochs_decay=1, pool_size=2, device="cpu", seed=info.rank, dist=info)
+g = torch.Generator().manual_seed(10 + info.rank)  # each rank its own images
+before = {n: [p.detach().clone() for p in net.parameters()] for n, net in m.nets().items()}
+for _ in range(2):
+    a = torch.ones(1, 1, 32, 32)
+    a[..., 8:24, 8:24] = torch.rand(1, 1, 16, 16, generator=g) - 0.5
+    losses, _ = train_step(m, a, torch.rand(1, 1, 32, 32, generator=g) * 2 - 1)
+out = {"ddp": type(m.gens).__name__,
+       "changed": {n: all(not torch.equal(p0, p) for p0, p in zip(before[n], net.parameters()))
+                   for n, net in m.nets().items()},
+       "finite": all(torch.isfinite(torch.tensor(v)).item() for v in losses.values()),
+       "weights": {n: torch.cat([p.detach().flatten() for p in net.parameters()]).tolist()
+                   for n, net in m.nets().items()}}
+cleanup_distributed()
+json.dump(out, open(os.path.join(sys.argv[1], f"rank{info.rank}.json"), "w"))
+"""
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_keep_all_four_networks_in_sync(tmp_path):
+    """DDP: generator pair and discriminator pair each one DDP module; replicas identical after two steps."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["ddp"] == "DistributedDataParallel"
+    assert all(r0["changed"].values()) and all(r1["changed"].values()) and r0["finite"] and r1["finite"]
+    for name in ("G_A", "G_B", "D_A", "D_B"):
+        assert r0["weights"][name] == r1["weights"][name], name
