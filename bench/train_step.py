@@ -19,6 +19,8 @@ Split (seconds of one iteration, best of ``--repeats`` after a warm-up):
 
 Run: ``nice -n 10 .venv/bin/python bench/train_step.py [--batch 32] [--widths 1.0,0.25] [--repeats 2]
 [--device cpu|cuda] [--json out.json]``. Results: docs/BENCHMARKS.md, "Trainer iteration".
+``--procs 1,2``: instead, seconds per global iteration with 1 and 2 gloo processes (torchrun + DDP, the global batch
+split over the processes); results: docs/BENCHMARKS.md, "Distributed training".
 """
 from __future__ import annotations
 
@@ -158,6 +160,86 @@ def bench(width: float, batch: int, repeats: int, device: torch.device, assets: 
     return res
 
 
+# ------------------------------------------------------------------------------------------------------
+# 1 vs several gloo processes (issue 15): the same global batch, DDP over torchrun
+# ------------------------------------------------------------------------------------------------------
+def ddp_worker(args) -> int:
+    """Under torchrun: time ``args.iters`` iterations of stage ``args.ddp_worker`` (per-rank batch ``args.batch``,
+    DDP when several processes); rank 0 writes {"seconds": per iteration} to ``args.json``."""
+    from dataloader.builders import build_real_loader, build_synthetic
+    from util.distributed import barrier, cleanup_distributed, init_distributed, wrap_ddp
+
+    info = init_distributed("cpu")
+    torch.set_num_threads(args.threads)
+    stage, width = args.ddp_worker, float(args.widths.split(",")[0])
+    cfg = load_config([f"demo_dir={args.assets}", "demo_train_frames=64", "demo_test_frames=8"])
+    if info.is_main:
+        T.ensure_demo_assets(cfg)  # generated on first use, by one process
+    barrier(info)
+    mano, tree = T.ensure_demo_assets(cfg)
+    cfg = dataclasses.replace(cfg, mano_path=mano, data_root=tree, width=width, batch_size=args.batch,
+                              transfer="none", num_workers=0, device="cpu")
+    torch.manual_seed(0)
+    models = T.build_models(cfg, info.device, transfer=True)
+    models.net = wrap_ddp(models.net, info)
+    opt, _ = T.build_optimizer(cfg, models.net)
+    syn_src = build_synthetic(cfg, info.device, stage, mano_layer=models.layer, dist=info)
+    loader = build_real_loader(cfg, "train", train=True, dist=info)
+
+    def real_batches():
+        while True:
+            yield from loader
+    real_iter, gen = real_batches(), torch.Generator().manual_seed(1)
+    times = []
+    for i in range(args.iters + 1):  # the first is a warm-up
+        barrier(info)
+        t = time.perf_counter()
+        one_iteration(stage, cfg, models, opt, syn_src, real_iter, gen, info.device)
+        barrier(info)
+        times.append(time.perf_counter() - t)
+    if info.is_main:
+        Path(args.json).write_text(json.dumps({"seconds": min(times[1:]), "all": times,
+                                               "threads": torch.get_num_threads()}))
+    cleanup_distributed()
+    return 0
+
+
+def compare_processes(args) -> int:
+    """Seconds per global iteration (global batch ``args.batch`` synthetic + ``args.batch`` real) with each process
+    count of ``args.procs``, for pre-training and fine-tuning, width ``args.widths`` (first value)."""
+    import os
+    import subprocess
+    import tempfile
+
+    width = float(args.widths.split(",")[0])
+    print(f"gloo processes on CPU: global batch {args.batch} (+{args.batch} real in fine-tuning) split over the "
+          f"processes, width {width:g}; seconds per iteration, best of {args.iters} after a warm-up")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    results = {}
+    for procs in (int(p) for p in args.procs.split(",")):
+        if args.batch % procs:
+            raise SystemExit(f"--batch {args.batch} is not divisible by {procs} processes")
+        for stage in ("pretrain", "finetune"):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "r.json"
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                       f"--nproc_per_node={procs}", str(Path(__file__).resolve()), "--ddp-worker", stage,
+                       "--batch", str(args.batch // procs), "--widths", str(width), "--iters", str(args.iters),
+                       "--assets", args.assets, "--json", str(out),
+                       "--threads", str(args.threads or max(1, (os.cpu_count() or 1) // procs))]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{procs} processes, {stage}: failed\n{proc.stderr[-3000:]}")
+                r = json.loads(out.read_text())
+            results[f"{procs} proc {stage}"] = r
+            print(f"{procs} process(es) x {r['threads']} thread(s) {stage:>8}: {r['seconds']:.3f} s/iteration, "
+                  f"{2 * args.batch / r['seconds'] if stage == 'finetune' else args.batch / r['seconds']:.1f} "
+                  "samples/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=32)
@@ -166,7 +248,16 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--assets", default=str(REPO / "data" / "bench_assets"))
     ap.add_argument("--json", default="")
+    ap.add_argument("--procs", default="", help="e.g. 1,2: seconds per global iteration with that many gloo "
+                    "processes (torchrun, DDP; the global batch split over them) instead of the split above")
+    ap.add_argument("--iters", type=int, default=2, help="--procs: timed iterations per stage (after one warm-up)")
+    ap.add_argument("--threads", type=int, default=0, help="--procs: torch threads per process (0 = cores / procs)")
+    ap.add_argument("--ddp-worker", default="", help=argparse.SUPPRESS)  # internal: the torchrun child, a stage
     args = ap.parse_args(argv)
+    if args.ddp_worker:
+        return ddp_worker(args)
+    if args.procs:
+        return compare_processes(args)
     device = torch.device(args.device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch} (+{args.batch} real in "
           "fine-tuning); seconds per iteration, best of", args.repeats)
