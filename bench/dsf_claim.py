@@ -81,8 +81,8 @@ MODES: dict[str, Budget] = {
     # pipeline check only (tests / before a long run): numbers meaningless
     "smoke": Budget(train_frames=8, test_frames=8, width=0.125, batch_size=4, pretrain_iters=2, arm_iters=1,
                     transfer_iters=2, transfer_ngf=4, transfer_n_blocks=1, num_workers=0),
-    "quick": Budget(train_frames=32, test_frames=16, width=0.25, batch_size=8, pretrain_iters=12, arm_iters=3,
-                    transfer_iters=6, transfer_ngf=8, transfer_n_blocks=2),
+    "quick": Budget(train_frames=32, test_frames=16, width=0.25, batch_size=8, pretrain_iters=10, arm_iters=2,
+                    transfer_iters=4, transfer_ngf=8, transfer_n_blocks=2),
     "default": Budget(train_frames=512, test_frames=128, width=0.25, batch_size=8, pretrain_iters=500,
                       arm_iters=60, transfer_iters=150, transfer_ngf=16, transfer_n_blocks=3),
     "full": Budget(train_frames=8192, test_frames=1024, width=1.0, batch_size=32, pretrain_iters=20000,
@@ -159,9 +159,13 @@ def build_plan(b: Budget, paths: dict) -> tuple[list[Run], list[Arm]]:
     runs = [Run(r.name, r.kind, {**r.overrides, "run_name": r.name}, r.iters, r.needs) for r in runs]
     arms = [
         Arm("synthetic", "synthetic only", "main", "synthetic", trained_by=("synthetic",)),
+        Arm("synthetic_mano", "synthetic only (MANO branch)", "main", "synthetic", branch="mano",
+            trained_by=("synthetic",)),
         Arm("dsf", "DSF", "main", "dsf", trained_by=("dsf",)),
         Arm("dsf_mano", "DSF (MANO branch)", "main", "dsf", branch="mano", trained_by=("dsf",)),
         Arm("supervised", "supervised (upper bound)", "main", "supervised", trained_by=("supervised",)),
+        Arm("supervised_mano", "supervised (MANO branch)", "main", "supervised", branch="mano",
+            trained_by=("supervised",)),
         Arm("mano_only", "MANO branch only (no inter-branch)", "ablation", "no_inter_branch", branch="mano",
             trained_by=("no_inter_branch",)),
         Arm("pwe_only", "pixel branch only (no inter-branch)", "ablation", "no_inter_branch",

@@ -34,11 +34,14 @@ def test_gap_closed_by_hand():
     assert gap_closed(30.0, 35.0, 10.0) == pytest.approx(-0.25)  # worse than synthetic-only
     assert gap_closed(30.0, 10.0, 10.0) == pytest.approx(1.0)
     assert gap_closed(10.0, 12.0, 10.0) is None and gap_closed(9.0, 12.0, 10.0) is None  # no gap to close
+    assert gap_closed(10.5, 10.2, 10.0) is None  # a 0.5 mm gap: below MIN_GAP_MM, its fraction would be noise
 
 
 def test_summary_targets_on_a_fake_result_set():
     res = {r.name: r for r in [
         _arm("synthetic", "main", 30.0), _arm("dsf", "main", 18.5), _arm("supervised", "main", 10.0),
+        _arm("synthetic_mano", "main", 28.0, branch="mano"), _arm("dsf_mano", "main", 19.0, branch="mano"),
+        _arm("supervised_mano", "main", 12.0, branch="mano"),
         _arm("mano_only", "ablation", 20.0, branch="mano"), _arm("pwe_only", "ablation", 25.0),
         _arm("no_collision", "ablation", 18.0),
         _arm("synthetic_thick", "mismatch", 32.0, "thick"), _arm("dsf_thick", "mismatch", 26.0, "thick"),
@@ -46,8 +49,11 @@ def test_summary_targets_on_a_fake_result_set():
     s = summarize(res)
     assert s["gap_closed"] == pytest.approx(11.5 / 20.0)  # 57.5 %: below the 60 % target
     assert s["gap_closed_mismatch"] == pytest.approx(6.0 / 20.0)
-    assert s["dual_beats_single"] is True
-    assert s["ablation_deltas"] == {"mano_only": 1.5, "pwe_only": 6.5, "no_collision": -0.5}
+    assert s["gap_closed_mano_branch"] == pytest.approx(9.0 / 16.0)
+    assert s["dual_beats_single"] is True  # 18.5 < 25 (pixel) and 19 < 20 (MANO)
+    worse = dict(res, mano_only=_arm("mano_only", "ablation", 18.9, branch="mano"))
+    assert summarize(worse)["dual_beats_single"] is False  # the MANO branch alone does better than DSF's
+    assert s["ablation_deltas"] == {"mano_only": 1.0, "pwe_only": 6.5, "no_collision": -0.5}  # vs same branch
     assert list(s["targets"].values()) == [False, True, False]
     text = format_summary(s)
     assert "57.5%" in text and "30.0%" in text and text.count("FAIL") == 2 and text.count("PASS") == 1
