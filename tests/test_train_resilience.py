@@ -271,3 +271,14 @@ def test_sharded_test_phase_equals_single_process(assets, tmp_path):
         a, b = np.loadtxt(one / name), np.loadtxt(two / name)
         assert a.shape == b.shape and a.shape[0] == 4  # every frame once, in frame order
         np.testing.assert_allclose(b, a, atol=2e-3)  # %.3f files
+
+
+@pytest.mark.slow
+def test_seed_makes_a_cpu_run_repeatable_bit_for_bit(assets, tmp_path):
+    base = [f"output_dir={tmp_path}", *assets["args"], *TINY, "train_stage=pretrain", "iters_per_epoch=2",
+            "max_epoch=1"]
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        assert T.main([*base, f"run_name={name}", f"seed={seed}"]) == 0
+    a, b, c = (_model(tmp_path / "nyu" / n / "latest.pth") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed: identical weights and BN statistics
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # another seed: another run
