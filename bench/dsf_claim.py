@@ -334,7 +334,8 @@ def report(out: Path, results: list[ArmResult], paths: dict, mode: str, meta: di
     summary["dsf_diagnostics"] = diagnostics(scalars)
     shared = {k: meta["run_seconds"].get(k) for k in ("transfer", "pretrain")}
     extra = (f"\nshared by every arm: transfer-net training {_minutes(shared['transfer'])}, pre-training "
-             f"{_minutes(shared['pretrain'])}; bench wall time {meta['wall_seconds'] / 60:.1f} min\n"
+             f"{_minutes(shared['pretrain'])}; all runs {sum(meta['run_seconds'].values()) / 60:.1f} min; this "
+             f"invocation's wall time {meta['wall_seconds'] / 60:.1f} min (finished runs are reused)\n"
              f"DSF arm diagnostics: {json.dumps(summary['dsf_diagnostics'])}")
     print(extra)
     with open(out / "claim_table.md", "a") as f:
