@@ -224,10 +224,11 @@ def plot_loss_curves(path: str | Path, scalars: dict[str, tuple[np.ndarray, np.n
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, name in zip(axes, names):
         steps, values = scalars[name]
+        marker = "o" if len(steps) < 30 else None  # a few steps (smoke / quick runs): show the points
         if name in count_keys:
-            ax.step(steps, values, where="post", linewidth=1.0, color="tab:red")
+            ax.step(steps, values, where="post", linewidth=1.0, color="tab:red", marker=marker, markersize=3)
         else:
-            ax.plot(steps, values, linewidth=1.0)
+            ax.plot(steps, values, linewidth=1.0, marker=marker, markersize=3)
             if np.all(np.asarray(values) > 0) and np.ptp(np.log10(np.asarray(values) + 1e-30)) > 2:
                 ax.set_yscale("log")
         ax.set_title(name, fontsize="small")
@@ -236,7 +237,7 @@ def plot_loss_curves(path: str | Path, scalars: dict[str, tuple[np.ndarray, np.n
     for ax in axes[len(names):]:
         ax.axis("off")
     fig.suptitle(title, fontsize="small")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.4 * rows)))
     fig.savefig(path)
 
 
