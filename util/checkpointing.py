@@ -469,6 +469,7 @@ class NonFiniteGuard:
         self.consecutive = int(state["consecutive"])
 
 
-__all__ = ["CheckpointError", "NonFiniteError", "NonFiniteGuard", "atomic_save", "rng_state", "set_rng_state",
-           "save_checkpoint", "load_checkpoint", "restore_training_state", "check_resume_compatible",
-           "rotate_checkpoints", "epoch_checkpoint_name", "resolve_resume", "keep_epoch_copy", "CHECKPOINT_FORMAT", "LATEST_NAME", "BEST_NAME"]
+__all__ = ["CheckpointError", "NonFiniteError", "NonFiniteGuard", "atomic_save", "rng_state",
+           "set_rng_state", "save_checkpoint", "load_checkpoint", "restore_training_state",
+           "check_resume_compatible", "rotate_checkpoints", "epoch_checkpoint_name", "resolve_resume",
+           "keep_epoch_copy", "CHECKPOINT_FORMAT", "LATEST_NAME", "BEST_NAME"]

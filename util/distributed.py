@@ -337,6 +337,6 @@ def rank_seed(seed: int, info: DistInfo) -> int:
     return seed + 1_000_003 * info.rank
 
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "reduce_mean", "any_rank", "gather_objects",
-           "shard_range", "gather_rows", "wrap_ddp", "unwrap_model", "rank_seed", "ResumableSampler",
-           "tensor_fingerprints", "broadcast_buffers", "check_replicas_in_sync"]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "reduce_mean", "any_rank",
+           "gather_objects", "shard_range", "gather_rows", "wrap_ddp", "unwrap_model", "rank_seed",
+           "ResumableSampler", "tensor_fingerprints", "broadcast_buffers", "check_replicas_in_sync"]
