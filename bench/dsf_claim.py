@@ -242,7 +242,8 @@ def _stream(proc: subprocess.Popen, log_path: Path, state: dict) -> None:
                 buf += ch
 
 
-def execute(run: Run, out: Path, progress: Progress, index: int, total: int, heartbeat: float = 30.0) -> float:
+def execute(run: Run, out: Path, progress: Progress, index: int, total: int, heartbeat: float = 30.0,
+            threads: int = 0) -> float:
     """Run one ``train_render.py`` process (nice'd by the caller's niceness), logging to its run folder;
     returns its wall seconds. Raises RuntimeError on failure (the log path is in the message)."""
     run_dir = Path(run.overrides["output_dir"]) / "nyu" / run.name
@@ -252,6 +253,8 @@ def execute(run: Run, out: Path, progress: Progress, index: int, total: int, hea
     print(f"[{index}/{total}] {run.name} ({run.kind}, {run.iters} iterations) ... {progress.eta()}", flush=True)
     t0 = time.time()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads:  # intra-op threads of each training process (speed only: on a busy machine 1 can be faster)
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     state = {"last": ""}
     reader = threading.Thread(target=_stream, args=(proc, run_dir / "bench_log.txt", state), daemon=True)
@@ -374,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="bench folder (default bench_runs/dsf_claim/<mode>)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan (commands) and exit")
     ap.add_argument("--fresh", action="store_true", help="re-run runs that already finished")
+    ap.add_argument("--threads", type=int, default=0, help="OMP/MKL threads per training process (0: torch's "
+                    "default)")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full" if args.full else "smoke" if args.smoke else "default"
     b = MODES[mode]
@@ -407,13 +412,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.fresh and run_dir.exists():
             shutil.rmtree(run_dir)
         try:
-            seconds[r.name] = execute(r, out, progress, i, len(runs))
+            seconds[r.name] = execute(r, out, progress, i, len(runs), threads=args.threads)
         except RuntimeError as err:
             failed[r.name] = str(err)
             print(f"    FAILED: {err}", flush=True)
     wall = time.time() - t0
     results = score_arms(arms, paths, seconds)
     meta = {"mode": mode, "budget": {k: v for k, v in b.__dict__.items()}, "wall_seconds": wall,
+            "threads": args.threads or "torch default",
             "run_seconds": seconds, "failed": failed, "machine": f"{platform.node()} {platform.machine()} "
             f"{os.cpu_count()} CPUs, {platform.platform()}", "command": " ".join(["bench/dsf_claim.py", *(argv or
                                                                                    sys.argv[1:])])}
