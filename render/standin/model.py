@@ -35,13 +35,8 @@ import numpy as np
 from render.mano_format import NUM_FACES, NUM_JOINTS, NUM_VERTS
 from render.mano_io import ManoModel, load_mano
 from render.standin.mano_pickle import v12_pickle_bytes
-from render.standin.geometry import (  # noqa: F401  (the stand-in's dimensions, re-exported)
-    BLEND, CAP_ANGLES_DEG, FINGERS, JOINT_HALF_GAP, MAX_GAP, MM, PALM_IDS, PALM_N, PALM_ROWS, PALM_TAIL,
-    RING_N, THUMB_DIR, THUMB_LENGTHS, THUMB_MAX_GAP, THUMB_MCP, THUMB_N, THUMB_TIPS, WINDOW_COLS,
-    WINDOW_ROWS, WRIST_N, WRIST_X,
-)
 from render.standin.mesh import _build_mesh, _orient, _permutation
-from render.standin.pose import NUM_POSES, _pose_prior  # noqa: F401  (NUM_POSES re-exported)
+from render.standin.pose import _pose_prior
 from render.standin.rig import _shape_fields, _weights_and_regressor
 from util.joints import MANO_PARENTS
 
