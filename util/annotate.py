@@ -103,14 +103,15 @@ def predict_chunk(models, ds, indices: range, cfg, device: torch.device, branch:
 def annotate(cfg, run_dir: str, dist: Any = None) -> dict:
     """Annotate ``cfg.annotate_split`` of ``cfg.dataset`` with the checkpoint ``cfg.load_model``.
 
-    Returns {'out_dir', 'frames', 'chunks', 'computed', 'skipped', 'files', 'seconds'} ('files' on rank 0 only).
+    Returns {'out_dir', 'frames', 'chunks', 'computed', 'skipped' (chunks, summed over ranks), 'files' (rank 0
+    only), 'seconds'}.
     Raises ValueError without ``load_model``.
     """
     from tqdm import tqdm
 
     from dataloader.builders import build_real_dataset
     from train_render import adopt_checkpoint_architecture, build_models, load_network_weights, resolve_device
-    from util.distributed import DistInfo, barrier, shard_range
+    from util.distributed import DistInfo, barrier, reduce_mean, shard_range
 
     if not cfg.load_model:
         raise ValueError("phase=annotate needs a trained checkpoint: pass load_model=<run folder or .pth>")
@@ -142,7 +143,8 @@ def annotate(cfg, run_dir: str, dist: Any = None) -> dict:
         res = predict_chunk(models, ds, idx, cfg, device, cfg.annotate_branch, with_mesh)
         _save_chunk(chunk_path(out_dir, c), res)
         computed += 1
-    barrier(dist)
+    counts = reduce_mean({"computed": float(computed), "skipped": float(skipped)}, dist)  # also a barrier
+    computed, skipped = (int(round(counts[k] * dist.world_size)) for k in ("computed", "skipped"))
     summary = {"out_dir": str(out_dir), "frames": n, "chunks": n_chunks, "computed": computed,
                "skipped": skipped, "files": []}
     if dist.is_main:

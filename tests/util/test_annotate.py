@@ -113,6 +113,9 @@ def test_ranks_take_contiguous_chunk_blocks(tmp_path, standin_pkl, monkeypatch):
     from util.distributed import DistInfo
 
     monkeypatch.setattr(distributed, "barrier", lambda info: None)
+    # each "rank" runs alone here: its own counts stand for the sum over ranks
+    monkeypatch.setattr(distributed, "reduce_mean",
+                        lambda values, info: {k: float(v) / info.world_size for k, v in values.items()})
     root = generate_standin_msra(tmp_path / "msra", 1, ("1", "T", "Y"), seed=3)
     cfg = _cfg(tmp_path, "msra", root, standin_pkl, "test_subject=0", "annotate_chunk=1", "annotate_sheet=0")
     run = tmp_path / "run"
@@ -124,3 +127,37 @@ def test_ranks_take_contiguous_chunk_blocks(tmp_path, standin_pkl, monkeypatch):
     r0 = annotate(cfg, str(run), DistInfo(rank=0, world_size=2, local_rank=0, device=cpu))
     assert r0["computed"] == 2 and (run / "annotations" / "joints_uvd.txt").is_file()
     assert len(np.loadtxt(run / "annotations" / "mano_params.txt")) == 3
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tmp_path, standin_pkl):
+    """``torchrun --nproc_per_node=2 train_render.py phase=annotate``: every chunk written once, by its rank, with
+    the same numbers as a single-process run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    root = generate_standin_msra(tmp_path / "msra", 1, ("1", "T", "Y"), seed=4)
+    cfg = _cfg(tmp_path, "msra", root, standin_pkl, "test_subject=2", "annotate_chunk=1", "annotate_sheet=0")
+    single = annotate(cfg, str(tmp_path / "one"))
+    assert single["computed"] == 3
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    args = [f"{k}={getattr(cfg, k)}" for k in ("dataset", "data_root", "mano_path", "width", "stage_num",
+                                                "batch_size", "num_workers", "transfer", "load_model",
+                                                "test_subject", "annotate_chunk", "annotate_sheet")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           str(repo / "train_render.py"), "phase=annotate", f"output_dir={tmp_path / 'two'}", "run_name=r", *args]
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "two" / "msra" / "r" / "annotations"
+    meta = __import__("json").loads((out / "annotate.json").read_text())
+    assert (meta["computed"], meta["skipped"]) == (3, 0)
+    for c in range(3):
+        a = np.load(out / CHUNK_DIR / f"chunk_{c:05d}.npz")
+        b = np.load(tmp_path / "one" / "annotations" / CHUNK_DIR / f"chunk_{c:05d}.npz")
+        np.testing.assert_allclose(a["joints21"], b["joints21"], atol=1e-6)
+    assert (out / "joints_uvd.txt").read_text() == (tmp_path / "one" / "annotations" / "joints_uvd.txt").read_text()
