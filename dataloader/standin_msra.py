@@ -12,7 +12,8 @@ gestures (default all 17), ``K`` frames per folder:
 - ``center_{train,test}_<k>_refined.txt`` for every fold k: label centroid + N(0, 12^2) mm per axis, y up,
   z positive (DSF's reading: y flipped), the same noisy centre for a frame in every fold;
 - ``msra_test_list.txt`` / ``msra_test_groundtruth_label.txt`` / ``msra_angle.txt``: the community evaluator's
-  list and ground truth (u, v, d) for all subjects in order, and zero viewpoint angles (not computed);
+  list and ground truth (u, v, d) for all subjects in order, and the (yaw, pitch) of each frame (REN's formula,
+  :func:`util.evaluate.msra_viewpoint_angles`);
   ``fits.txt``: the 62 DSF parameters of every frame (camera frame, y down), in the same order.
 
 Hand sizes follow the subjects' cubes (scale x cube / 200), so the per-subject cubes fit as on the real data.
@@ -33,6 +34,7 @@ from dataloader.standin_frames import NEAR_RANGE_CONFIG, render_frames, scaled, 
 from dataloader.standin_nyu import StandinConfig
 from util.camera import MSRA_CAMERA, MSRA_SUBJECT_CUBES
 from util.geometry import xyz_to_uvd
+from util.evaluate import msra_viewpoint_angles
 from util.joints import MANO_TO_MSRA, MSRA_GESTURES, MSRA_SUBJECTS
 
 INFO_FILE = "standin_msra.json"
@@ -79,7 +81,7 @@ def generate_standin_msra(out_dir, frames_per_gesture: int, gestures=MSRA_GESTUR
     n = len(joints_all)
     (out / "msra_test_list.txt").write_text("".join(nm + "\n" for nm in names))
     np.savetxt(out / "msra_test_groundtruth_label.txt", xyz_to_uvd(joints_all, cam).reshape(n, -1), fmt="%.3f")
-    np.savetxt(out / "msra_angle.txt", np.zeros((n, 2)), fmt="%.3f")
+    np.savetxt(out / "msra_angle.txt", msra_viewpoint_angles(xyz_to_uvd(joints_all, cam)), fmt="%.3f")
     np.savetxt(out / "fits.txt", np.concatenate(fits), fmt="%.6f")
     (out / INFO_FILE).write_text(json.dumps(_info(frames_per_gesture, gestures, seed, mano_path), indent=1))
     return out

@@ -447,6 +447,19 @@ def viewpoint_curve(frame_errors_mm: np.ndarray, angles_deg: np.ndarray, bins_de
     return out
 
 
+def msra_viewpoint_angles(gt_uvd: np.ndarray) -> np.ndarray:
+    """(N, 2) (yaw, pitch) in degrees of MSRA ground truth (N, 21, 3) uvd, as REN's ``evaluation/get_angle.py``
+    made ``msra_angle.txt``: lift with the MSRA intrinsics (y down); palm axis y = unit(middle MCP - wrist);
+    pitch = -asin(y_z), yaw = -asin(-y_x / cos(pitch)) (the palm frame's other axes do not enter)."""
+    xyz = uvd_to_xyz(np.asarray(gt_uvd, np.float64), MSRA_CAMERA.as_tuple())
+    wrist, middle = xyz[:, 0], xyz[:, MSRA_JOINT_NAMES.index("Mid.M")]
+    y = middle - wrist
+    y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    pitch = -np.arcsin(np.clip(y[:, 2], -1.0, 1.0))
+    yaw = -np.arcsin(np.clip(-y[:, 0] / np.cos(pitch), -1.0, 1.0))
+    return np.degrees(np.stack([yaw, pitch], 1))
+
+
 def load_angles(path: str | Path, num_frames: int | None = None) -> np.ndarray:
     """Read an MSRA viewpoint file: one ``yaw pitch`` line (degrees) per frame -> (N, 2)."""
     path = Path(path)
@@ -586,8 +599,8 @@ def _main_dataset(args, names: list[str]) -> int:
                     raise PredictionFormatError(args.list, None, f"{len(subjects)} frames, but the ground "
                                                                  f"truth {gt_path} has {len(gt)}")
             angle_path = args.angles or (str(DEFAULT_MSRA_ANGLES) if len(gt) == proto.test_frames else None)
-            if angle_path:
-                angles = load_angles(angle_path, num_frames=len(gt))
+            # without a file the angles follow from the ground truth (the file was made that way)
+            angles = load_angles(angle_path, num_frames=len(gt)) if angle_path else msra_viewpoint_angles(gt)
         scores, frame_errors, bias = [], [], []
         for p in args.pred:
             pred = load_predictions(p, joint_names=proto.joint_names)
@@ -694,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "subject (default: the community fold sizes for the full 76,375-frame test set)")
     ap.add_argument("--angles", default=None,
                     help=f"msra: per-frame 'yaw pitch' for the viewpoint curves (default for the full test "
-                         f"set: {DEFAULT_MSRA_ANGLES})")
+                         f"set: {DEFAULT_MSRA_ANGLES}; otherwise computed from --gt as REN's get_angle.py)")
     ap.add_argument("--dsf-bias", action="store_true",
                     help="icvl: add a labelled column with the official trainer's per-joint depth bias "
                          "subtracted (not a community number)")

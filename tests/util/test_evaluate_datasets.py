@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from util.evaluate import (MSRA_PITCH_BINS, MSRA_YAW_BINS, PROTOCOLS, DatasetScores, PredictionFormatError,
-                           dsf_icvl_bias_mean, evaluate_dataset, load_predictions, main,
-                           msra_subjects_from_list, subject_means, viewpoint_curve)
+                           dsf_icvl_bias_mean, evaluate_dataset, load_predictions, main, msra_subjects_from_list,
+                           msra_viewpoint_angles, subject_means, viewpoint_curve)
 from util.joints import ICVL_DSF_DEPTH_BIAS_MM, MSRA_GESTURES, MSRA_SUBJECT_FRAMES
 
 ICVL_CAM = (240.99, 240.96, 160.0, 120.0)  # awesome-hand-pose-estimation evaluation/src/util.py
@@ -223,6 +223,29 @@ def test_cli_msra(tmp_path, capsys):
     meta = json.loads((tmp_path / "o" / "scores.json").read_text())
     assert len(meta["viewpoint"]["yaw"][0]) == len(MSRA_YAW_BINS)
     assert (tmp_path / "o" / "yaw_pitch.png").read_bytes()[:4] == b"\x89PNG"
+    # without --angles the viewpoint curves use the angles of the ground truth itself
+    assert main(["--dataset", "msra", str(tmp_path / "pred.txt"), "--gt", str(tmp_path / "gt.txt"),
+                 "--out", str(tmp_path / "o2")]) == 0
+    meta2 = json.loads((tmp_path / "o2" / "scores.json").read_text())
+    curve = np.array([np.nan if v is None else v for v in meta2["viewpoint"]["yaw"][0]])
+    ref = viewpoint_curve(np.linalg.norm(_lift(pred, MSRA_CAM) - _lift(gt, MSRA_CAM), axis=-1).mean(1),
+                          msra_viewpoint_angles(gt)[:, 0], MSRA_YAW_BINS)
+    np.testing.assert_allclose(curve, ref, atol=1e-2)
     (tmp_path / "short.txt").write_text("P0/1/000000_depth.bin\n")
     assert main(args[:5] + ["--list", str(tmp_path / "short.txt")]) == 2
     assert "short.txt" in capsys.readouterr().err
+
+
+def test_msra_viewpoint_angles_by_hand():
+    """Palm axis (wrist -> middle MCP) up the image: yaw = pitch = 0; turned by b about the vertical axis: yaw b;
+    tilted by a towards the camera: pitch a (REN get_angle.py conventions, y down)."""
+    def frame(direction):
+        xyz = np.zeros((21, 3))
+        xyz[:] = [10.0, -5.0, 400.0]
+        xyz[5] = xyz[0] + 80.0 * np.asarray(direction)  # Mid.M
+        return _project(xyz, MSRA_CAM)
+
+    a, b = np.radians(30.0), np.radians(-20.0)
+    uvd = np.stack([frame([0.0, -1.0, 0.0]), frame([np.sin(b), -np.cos(b), 0.0]),
+                    frame([0.0, -np.cos(a), -np.sin(a)])])
+    np.testing.assert_allclose(msra_viewpoint_angles(uvd), [[0.0, 0.0], [-20.0, 0.0], [0.0, 30.0]], atol=1e-9)
