@@ -46,8 +46,8 @@ DEMO_PROFILE: dict[str, Any] = {
 }
 #: iterations of each demo phase over all its epochs (pre-training gets more: it starts from scratch);
 #: ``iters_per_epoch=N`` on the command line replaces both (smoke runs)
-DEMO_PRETRAIN_ITERS = int(os.environ.get("DSF_DEMO_PRETRAIN_ITERS", 400))
-DEMO_FINETUNE_ITERS = int(os.environ.get("DSF_DEMO_FINETUNE_ITERS", 150))
+DEMO_PRETRAIN_ITERS = int(os.environ.get("DSF_DEMO_PRETRAIN_ITERS", 300))
+DEMO_FINETUNE_ITERS = int(os.environ.get("DSF_DEMO_FINETUNE_ITERS", 120))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -236,17 +236,15 @@ def prepare_real(depth: Tensor, batch: dict, box_joints: Tensor, centre_joints: 
                  radius_verts: Tensor, layer, cfg: Config, generator: torch.Generator | None) -> RealFit:
     """Hand crop (box of ``box_joints``), segmentation (sphere centres ``centre_joints``, radii from
     ``radius_joints`` / ``radius_verts``), point sampling. All inputs norm-xyz, detached."""
-    from model.point_cloud import backproject_crop, crop_hand, foreground_points, sample_points, segment_points
+    from model.point_cloud import crop_hand, foreground_points, sample_points, segment_crop, segment_points
     from render.spheres import hand_spheres
 
     C, S, M, cam = batch["center_xyz"], batch["cube"], batch["M"], cfg.camera
     crop = crop_hand(depth, box_joints, C, S, M, cam, margins=_margins(cfg))
     spheres = hand_spheres(layer, radius_joints, radius_verts, centre_joints=centre_joints)
     points = sample_points(foreground_points(crop, C, S, M, cam), cfg.num_points, generator)
-    b, _, h, w = crop.shape
-    pix = backproject_crop(crop, C, S, M, cam).flatten(2).transpose(1, 2)  # (B, HW, 3)
-    labels = segment_points(pix, spheres).reshape(b, 1, h, w)
-    finger = torch.where((labels > 0) & (crop < 0.99), crop, torch.ones_like(crop))
+    labels = segment_crop(crop, spheres, C, S, M, cam)  # (B, 1, H, W), 0 on palm and background
+    finger = torch.where(labels > 0, crop, torch.ones_like(crop))
     finger_points = sample_points(foreground_points(finger, C, S, M, cam), cfg.num_points, generator)
     return RealFit(crop, box_joints, points, finger_points, segment_points(finger_points, spheres), spheres)
 
@@ -272,14 +270,14 @@ def model_fit_terms(rendered, fit: RealFit, batch: dict, layer, cfg: Config, s: 
 
 
 def m2p_terms(pwe_uvd: Tensor, mano_uvd: Tensor, real_crop: Tensor, rendered_crop: Tensor, raw: dict, cfg: Config,
-              s: str, foreground: float | None = None) -> tuple[dict, dict]:
+              s: str, foreground: float | None = None, denominator: str = "union") -> tuple[dict, dict]:
     """M2P: pixel joints learn from the (detached) MANO joints on the reliable (sample, joint) pairs.
 
     Returns (``real/m2p/<s>``, stats with ``m2p_selected`` (selected pairs) and ``m2p_samples`` (samples passing
     the depth and global-fit tests))."""
     import model.losses as L
 
-    kw = {} if foreground is None else {"foreground": foreground}
+    kw = {"denominator": denominator, **({} if foreground is None else {"foreground": foreground})}
     depth_ok, fit_ok, joint_mask = L.m2p_selection(real_crop, rendered_crop.detach(), raw["icp"].detach(),
                                                    raw["part_icp"].detach(), cfg.m2p_depth_threshold,
                                                    cfg.m2p_fit_threshold, **kw)
@@ -341,7 +339,7 @@ def real_losses(out, real: dict, layer, renderer, cfg: Config, generator: torch.
         fit1, raw1 = model_fit_terms(r1, fit, real, layer, cfg, "s1")
         terms.update(fit1)
         m2p, stats = m2p_terms(uvd1, r1.joints_uvd, fit.crop, r1.depth, raw1, cfg, "s1",
-                               foreground=cfg.m2p_foreground_1stage)
+                               foreground=cfg.m2p_foreground_1stage, denominator="intersection")
     terms.update(m2p)
     return terms, stats, fit
 
@@ -377,6 +375,17 @@ def finetune_step(models: Models, syn: dict, real: dict, cfg: Config, generator:
     real_terms, stats, fit = real_losses(real_out, real_in, models.layer, models.renderer, cfg, generator)
     terms.update(real_terms)
     return StepResult(terms, stats, syn_out, real_out, fit)
+
+
+def supervised_step(models: Models, real: dict, cfg: Config) -> StepResult:
+    """Benchmark upper bound, NOT part of DSF (docs/DEVIATIONS.md, Benchmark): the pre-training losses on labelled
+    real crops, labels from the released-format MANO fits (``model.supervised``); terms ``sup/<term>/s<k>``."""
+    from model.supervised import supervised_targets
+
+    target = supervised_targets(real)
+    out = models.forward(target["depth"], target)
+    terms = synthetic_losses(out, target, models.layer, cfg, pretrain=True)
+    return StepResult({"sup/" + k.split("/", 1)[1]: v for k, v in terms.items()}, real_out=out)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -682,11 +691,12 @@ def train(cfg: Config, out: str, device: torch.device, dist: Any = None) -> dict
     dist = dist if dist is not None else DistInfo(device=device)
     is_main = dist.is_main
     finetune = cfg.train_stage == "finetune"
+    supervised = cfg.train_stage == "supervised"  # benchmark upper bound (labelled real crops), not DSF
     resume_path = resolve_resume(cfg.resume, out)
     if finetune and not cfg.finetune_dir and resume_path is None:
         raise ValueError("train_stage=finetune starts from a pre-training checkpoint: pass finetune_dir=<latest.pth "
                          "or its run folder> (train one with train_stage=pretrain)")
-    models = build_models(cfg, device, transfer=True)
+    models = build_models(cfg, device, transfer=not supervised)
     if cfg.finetune_dir and resume_path is None:  # a resumed run takes its weights from the checkpoint
         load_network_weights(models.net, cfg.finetune_dir)
         if is_main:
@@ -696,6 +706,12 @@ def train(cfg: Config, out: str, device: torch.device, dist: Any = None) -> dict
     syn_src = build_synthetic(cfg, device, "finetune" if finetune else "pretrain", mano_layer=models.layer, dist=dist)
     real_loader = build_real_loader(cfg, "train", train=True, dist=dist,
                                     pin_memory=device.type == "cuda") if finetune else None
+    if supervised:
+        from model.supervised import fit_point_labels
+
+        labels = fit_point_labels(cfg.fits_dir, cfg.data_root, "train", cfg.view, models.layer)
+        real_loader = build_real_loader(cfg, "train", train=True, dist=dist, pin_memory=device.type == "cuda",
+                                        point_labels=labels)
     point_gen = torch.Generator().manual_seed(rank_seed(cfg.seed + 7, dist))
     parts = TrainParts(models, opt, sched, syn_src, {"synthetic": syn_src.generator, "points": point_gen},
                        NonFiniteGuard(cfg.nan_max_consecutive, dist=dist))
@@ -716,13 +732,16 @@ def train(cfg: Config, out: str, device: torch.device, dist: Any = None) -> dict
         first = run.in_epoch if epoch == run.epoch else 0
         run.epoch, run.in_epoch = epoch, first
         models.net.train()  # BN in train mode for both domains' passes (official)
-        real_iter = epoch_batches(real_loader, epoch, first, cfg.batch_size) if finetune else None
+        real_iter = epoch_batches(real_loader, epoch, first, cfg.batch_size) if real_loader is not None else None
         bar = tqdm(range(first, iters), initial=first, total=iters, desc=f"{cfg.train_stage} epoch {epoch}",
                    disable=not is_main, dynamic_ncols=True)
         last = {}
         for it in bar:
-            syn = syn_src.next_batch()
-            if finetune:
+            syn = syn_src.next_batch() if not supervised else None
+            if supervised:
+                real = _to(next(real_iter), device)
+                res = supervised_step(models, real, cfg)
+            elif finetune:
                 real = _to(next(real_iter), device)
                 res = finetune_step(models, syn, real, cfg, point_gen)
             else:
@@ -743,7 +762,7 @@ def train(cfg: Config, out: str, device: torch.device, dist: Any = None) -> dict
             scal.update({f"stat/{k}": v for k, v in res.stats.items()})
             scal["stat/skipped_steps"] = parts.guard.skipped
             scal["lr"] = opt.param_groups[0]["lr"]
-            if finetune:
+            if finetune or supervised:
                 scal.update(label_errors(res.real_out, real, models.layer, cfg))  # logging only
             if dist.distributed:
                 scal = reduce_mean(scal, dist)  # logged values are means over the ranks
@@ -914,19 +933,24 @@ def resume_run(path, parts: TrainParts, cfg: Config, dist, iters: int) -> RunSta
 def log_images(log, step: int, res: StepResult, syn: dict, real: dict | None, models: Models, cfg: Config) -> None:
     """TensorBoard images: input crops with both branches' skeletons (last stage), rendered vs observed depth,
     the hand crop and the part segmentation (fine-tuning)."""
+    from util.geometry import norm_xyz_to_norm_uvd
     from util.visualize import _figure, draw_skeleton
 
     for tag, out, batch in (("synthetic", res.syn_out, syn), ("real", res.real_out, real)):
         if out is None or batch is None:
             continue
         st = stage_joints_mm(out, batch, models.layer, cfg)[-1]
-        from util.geometry import norm_xyz_to_norm_uvd
         mano_uvd = norm_xyz_to_norm_uvd((st["mano"] - batch["center_xyz"][:, None]) / (batch["cube"][:, None] / 2),
                                         batch["center_xyz"], batch["cube"], batch["M"], cfg.camera, cfg.input_size)
         n = min(4, batch["depth"].shape[0])
         rows = 2 if tag == "synthetic" or res.fit is None else 4
         fig, axes = _figure(rows, n)
         rendered = models.renderer.render_prediction(out.stages[-1].mano, batch["center_xyz"], batch["cube"])
+        if rows == 4:  # part labels of the hand crop (0 = palm), from the segmentation spheres of this step
+            from model.point_cloud import segment_crop
+
+            labels = segment_crop(res.fit.crop, res.fit.spheres, batch["center_xyz"], batch["cube"], batch["M"],
+                                  cfg.camera)
         for i in range(n):
             axes[0, i].imshow(batch["depth"][i, 0].cpu().numpy(), cmap="viridis", vmin=-1, vmax=1)
             draw_skeleton(axes[0, i], st["uvd"][i].cpu().numpy(), "red")
@@ -934,15 +958,8 @@ def log_images(log, step: int, res: StepResult, syn: dict, real: dict | None, mo
             axes[1, i].imshow(rendered.depth[i, 0].cpu().numpy(), cmap="viridis", vmin=-1, vmax=1)
             if rows == 4:
                 axes[2, i].imshow(res.fit.crop[i, 0].cpu().numpy(), cmap="viridis", vmin=-1, vmax=1)
-                from model.point_cloud import backproject_crop
-                from render.spheres import HandSpheres  # noqa: F401  (labels come from the same spheres)
-                from model.point_cloud import segment_points
-                pix = backproject_crop(res.fit.crop[i:i + 1], batch["center_xyz"][i:i + 1], batch["cube"][i:i + 1],
-                                       batch["M"][i:i + 1], cfg.camera).flatten(2).transpose(1, 2)
-                sph = res.fit.spheres
-                one = dataclasses.replace(sph, centres=sph.centres[i:i + 1], radii=sph.radii[i:i + 1])
-                lab = segment_points(pix, one).reshape(res.fit.crop.shape[-2:]).float()
-                lab[res.fit.crop[i, 0] >= 0.99] = -1
+                lab = labels[i, 0].float()
+                lab[res.fit.crop[i, 0] >= 0.99] = -1  # background
                 axes[3, i].imshow(lab.cpu().numpy(), cmap="tab20", vmin=-1, vmax=15)
         axes[0, 0].set_title(f"{tag}: input, PWE red / MANO white", fontsize=7)
         axes[1, 0].set_title("rendered MANO (last stage)", fontsize=7)
@@ -1000,16 +1017,20 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> str:
     base = dataclasses.replace(cfg, demo=False, mano_path=mano_path, data_root=tree, output_dir=out)
     print(f"demo profile: width {cfg.width:g} (the paper's network is width 1), batch {cfg.batch_size}, transfer="
           f"{cfg.transfer} (no Consis-CycleGAN: synthetic crops enter untranslated), {cfg.max_epoch} epochs per phase")
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     pre_iters = cfg.iters_per_epoch or DEMO_PRETRAIN_ITERS // cfg.max_epoch
-    fine_iters = cfg.iters_per_epoch or DEMO_FINETUNE_ITERS // cfg.max_epoch
+    # fine-tuning epochs are passes over the stand-in train split: as many as DEMO_FINETUNE_ITERS need
+    real_batches = max(cfg.demo_train_frames // cfg.batch_size, 1)
+    fine_epochs = cfg.max_epoch if cfg.iters_per_epoch else max(cfg.max_epoch, math.ceil(DEMO_FINETUNE_ITERS / real_batches))
+    fine_iters = cfg.iters_per_epoch or math.ceil(DEMO_FINETUNE_ITERS / fine_epochs)
     pre = dataclasses.replace(base, phase="train", train_stage="pretrain", run_name="pretrain",
                               iters_per_epoch=max(pre_iters, 1))
     pre_out = os.path.join(out, "pretrain")
     os.makedirs(pre_out, exist_ok=True)
     pre_res = train(pre, pre_out, device)
     fine = dataclasses.replace(base, phase="train", train_stage="finetune", run_name="finetune",
-                               finetune_dir=os.path.join(pre_out, "latest.pth"), iters_per_epoch=max(fine_iters, 1))
+                               finetune_dir=os.path.join(pre_out, "latest.pth"), iters_per_epoch=max(fine_iters, 1),
+                               max_epoch=fine_epochs)
     fine_out = os.path.join(out, "finetune")
     os.makedirs(fine_out, exist_ok=True)
     fine_res = train(fine, fine_out, device)
@@ -1017,7 +1038,7 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> str:
            [("fine-tuned (self-supervised)", r) for r in fine_res["results"]]
     table = score_table(rows)
     print("\n" + table)
-    print(f"demo finished in {time.time() - t0:.0f} s on {device} (width {cfg.width:g}, batch {cfg.batch_size}); run "
+    print(f"demo finished in {time.time() - t0:.0f} s wall, {time.process_time() - cpu0:.0f} s CPU time, on {device} (width {cfg.width:g}, batch {cfg.batch_size}); run "
           f"folders {pre_out} and {fine_out}: checkpoints, result files, test_scores.json, loss_curves.png, "
           "success_curves_v*.png, TensorBoard events in runs/")
     with open(os.path.join(out, "demo_table.txt"), "w") as f:

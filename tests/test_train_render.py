@@ -62,6 +62,7 @@ def _lrs(cfg, epochs=15):
     out = []
     for _ in range(epochs):
         out.append(opt.param_groups[0]["lr"])
+        opt.step()  # no gradients: a no-op, keeps torch's call-order check quiet
         sched.step()
     return out
 
