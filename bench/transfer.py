@@ -62,7 +62,7 @@ def train(args) -> None:
     from model.transfer_train import train_transfer
 
     mano, tree = ensure_assets(Path(args.root), args.n_train, args.n_test)
-    cfg = bench_config(args, mano, tree, args.weight)
+    cfg = bench_config(args, mano, tree, args.weight, resume="auto" if args.resume else "")
     torch.manual_seed(args.seed)
     result = train_transfer(cfg, run_dir(args, args.weight))
     per_it = result["seconds"] / max(result["steps"], 1)
@@ -147,6 +147,7 @@ def main(argv=None) -> None:
     ap.add_argument("--decay", type=int, default=2)
     ap.add_argument("--iters", type=int, default=50, help="iterations per epoch")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="train: continue the run (e.g. with more --epochs)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-batches", type=int, default=8)
     ap.add_argument("--png", default="")

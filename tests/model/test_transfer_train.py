@@ -114,6 +114,7 @@ def _lr_by_epoch(run_dir) -> dict[int, float]:
     return {row["step"]: row["lr"] for row in lines}
 
 
+@pytest.mark.slow
 def test_resume_continues_epochs_and_schedule(tmp_path, standin_tree, standin_pkl, synthetic_bank):
     """Interrupted after epoch 2 of 3 and resumed == one uninterrupted run (same weights, same LR schedule)."""
     from dataloader.builders import build_real_loader
