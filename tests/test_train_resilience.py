@@ -282,3 +282,38 @@ def test_seed_makes_a_cpu_run_repeatable_bit_for_bit(assets, tmp_path):
     a, b, c = (_model(tmp_path / "nyu" / n / "latest.pth") for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed: identical weights and BN statistics
     assert not all(torch.equal(a[k], c[k]) for k in a)  # another seed: another run
+
+
+def test_amp_path_keeps_geometry_and_losses_float32(assets, monkeypatch):
+    """The CUDA bf16 path, exercised with CPU autocast: the network runs in bf16, the renderer called inside its
+    forward gets float32 inputs, the step's losses and gradients are float32 and finite and close to fp32."""
+    import contextlib
+    import dataclasses
+
+    import util.precision as P
+    from dataloader.builders import build_synthetic
+
+    cfg = load_config([*assets["args"], *TINY, "train_stage=pretrain"])
+    torch.manual_seed(0)
+    models = T.build_models(cfg, torch.device("cpu"), transfer=False)
+    syn = build_synthetic(cfg, "cpu", "pretrain", batch_size=2).next_batch()
+    fp32 = {k: float(v.detach()) for k, v in T.pretrain_step(models, syn, cfg).terms.items()}
+    seen = []
+    render = models.renderer.render_prediction
+
+    def spy(theta, *a, **k):
+        seen.append((theta.dtype, torch.is_autocast_enabled("cpu")))
+        return render(theta, *a, **k)
+
+    monkeypatch.setattr(models.renderer, "render_prediction", spy)
+    monkeypatch.setattr(P, "autocast_context", lambda device, enabled: torch.autocast("cpu", dtype=torch.bfloat16)
+                        if enabled else contextlib.nullcontext())
+    amp_models = dataclasses.replace(models, renderer=P.Float32Calls(models.renderer), amp=True)
+    res = T.pretrain_step(amp_models, syn, cfg)
+    total = T.weighted_total(res.terms, T.loss_weights(cfg))
+    total.backward()
+    assert seen and all(s == (torch.float32, False) for s in seen)  # the stage-2 render: a float32 island
+    assert res.syn_out.final.mano.dtype == torch.float32 and total.dtype == torch.float32
+    assert all(torch.isfinite(p.grad).all() for p in models.net.parameters() if p.grad is not None)
+    for k, v in res.terms.items():  # bf16 network, same losses within bf16 rounding
+        assert v.dtype == torch.float32 and float(v) == pytest.approx(fp32[k], rel=0.1, abs=1e-3), k

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 from typing import Any
 
 import torch
@@ -59,7 +58,8 @@ class Float32Calls:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
-        return float32_call(attr) if inspect.ismethod(attr) or inspect.isbuiltin(attr) else attr
+        wrap = callable(attr) and not isinstance(attr, (torch.nn.Module, type))  # methods, functions
+        return float32_call(attr) if wrap else attr
 
     def __call__(self, *args, **kwargs):
         return float32_call(self._target)(*args, **kwargs)
