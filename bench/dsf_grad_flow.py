@@ -1,5 +1,5 @@
-"""Gradient flow of DSF's real-batch loss terms, checked against the method's table (docs/method.md, gradient
-flow; dsf-method §6.6): which parameter groups each term reaches. A diagnostic of the DSF-claim benchmark
+"""Gradient flow of DSF's real-batch loss terms, checked against the method's rules (docs/method.md §11, one
+fine-tuning iteration: what is detached): which parameter groups each term reaches. A diagnostic of the DSF-claim benchmark
 (issue 16: "a detached gradient"): one fine-tuning step's terms, one backward pass each.
 
 Usage: ``.venv/bin/python bench/dsf_grad_flow.py --checkpoint RUN/latest.pth --data-root TREE --mano PKL
