@@ -360,11 +360,13 @@ def diagnostics(scalars: dict) -> dict:
         sel = scalars["stat/m2p_selected"][1]
         out["m2p_selected"] = {"steps": int(len(sel)), "steps_with_any": int((sel > 0).sum()),
                                "mean_per_step": round(float(sel.mean()), 2), "max": float(sel.max())}
-    for key in ("err/pwe_s2", "err/mano_s2", "err/pwe_s1", "err/mano_s1"):
+    # the M2P gates: a sample needs d2m < m2p_fit_threshold (1e-3 norm^2, RMS ~4 mm) and a depth agreement
+    # < m2p_depth_threshold (0.04); the logged d2m / m2d (batch means) show how far the fits are from them
+    for key in ("err/pwe_s2", "err/mano_s2", "err/pwe_s1", "err/mano_s1", "loss/real/d2m/s2", "loss/real/m2d/s2"):
         if key in scalars:
             v = scalars[key][1]
             k = max(len(v) // 5, 1)
-            out[key] = {"first": round(float(v[:k].mean()), 2), "last": round(float(v[-k:].mean()), 2)}
+            out[key] = {"first": float(f"{v[:k].mean():.4g}"), "last": float(f"{v[-k:].mean():.4g}")}
     return out
 
 
