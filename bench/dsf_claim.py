@@ -395,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    started, load0 = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
     prepare_data(b, paths)
     progress = Progress(runs, b.cost)
     seconds: dict[str, float] = {}
@@ -421,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.time() - t0
     results = score_arms(arms, paths, seconds)
     meta = {"mode": mode, "budget": {k: v for k, v in b.__dict__.items()}, "wall_seconds": wall,
-            "threads": args.threads or "torch default",
+            "threads": args.threads or "torch default", "started": started,
+            "load_average_start_end": [round(load0[1], 1), round(os.getloadavg()[1], 1)],
             "run_seconds": seconds, "failed": failed, "machine": f"{platform.node()} {platform.machine()} "
             f"{os.cpu_count()} CPUs, {platform.platform()}", "command": " ".join(["bench/dsf_claim.py", *(argv or
                                                                                    sys.argv[1:])])}
