@@ -5,7 +5,8 @@ backward, AdamW step), on the stand-in assets (procedural MANO model, NYU-format
 ``--assets``), at batch ``--batch`` synthetic (+ the same number of real crops when fine-tuning), for every width of
 ``--widths`` (1.0 = the paper's network; 0.25 = the demo).
 
-Split (seconds of one iteration, best of ``--repeats`` after a warm-up):
+Split (seconds of one iteration, best of ``--repeats`` after a warm-up; process CPU time on the CPU, wall time on
+CUDA; ``--threads N`` sets torch's threads):
 
 - ``data``: the synthetic batch (pose sampling, MANO, rasterising, occlusion masks) and the real batch (loader);
 - ``forward+loss`` / ``backward`` / ``optimiser``: the step itself;
@@ -42,6 +43,9 @@ import train_render as T  # noqa: E402
 from config import load_config  # noqa: E402
 
 _ACC: dict[str, float] = defaultdict(float)
+#: clock of the split: process CPU time on the CPU (robust to other jobs on a shared machine; with one thread it is
+#: the work done), wall time on CUDA (``--clock`` overrides)
+CLOCK = time.process_time
 
 
 def _sync(device: torch.device) -> None:
@@ -61,12 +65,12 @@ def timed_calls(device: torch.device):
 
         def timed(*a, **k):
             _sync(device)
-            t = time.perf_counter()
+            t = CLOCK()
             try:
                 return fn(*a, **k)
             finally:
                 _sync(device)
-                _ACC[key] += time.perf_counter() - t
+                _ACC[key] += CLOCK() - t
         setattr(owner, name, timed)
         return owner, name, fn
 
@@ -83,27 +87,27 @@ def one_iteration(stage: str, cfg, models, opt, syn_src, real_iter, gen, device)
     """Seconds of the parts of one iteration."""
     weights = T.loss_weights(cfg)
     _ACC.clear()
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     with timed_calls(device):
         syn = syn_src.next_batch()
     data_mano_render = dict(_ACC)
     real = T._to(next(real_iter), device) if stage == "finetune" else None
     _sync(device)
-    t1 = time.perf_counter()
+    t1 = CLOCK()
     _ACC.clear()
     with timed_calls(device):
         res = T.finetune_step(models, syn, real, cfg, gen) if real is not None else T.pretrain_step(models, syn, cfg)
         total = T.weighted_total(res.terms, weights)
         _sync(device)
-    t2 = time.perf_counter()
+    t2 = CLOCK()
     parts = dict(_ACC)
     opt.zero_grad(set_to_none=True)
     total.backward()
     _sync(device)
-    t3 = time.perf_counter()
+    t3 = CLOCK()
     opt.step()
     _sync(device)
-    t4 = time.perf_counter()
+    t4 = CLOCK()
     out = {"data": t1 - t0, "forward+loss": t2 - t1, "backward": t3 - t2, "optimiser": t4 - t3, "total": t4 - t0,
            "mano": parts.get("mano", 0.0), "rendering": parts.get("rendering", 0.0),
            "distance": parts.get("distance", 0.0), "data_synthetic_render": sum(data_mano_render.values())}
@@ -116,14 +120,14 @@ def network_seconds(models, syn, device, repeats: int) -> tuple[float, float]:
     best_f, best_b = float("inf"), float("inf")
     for _ in range(repeats + 1):
         _sync(device)
-        t = time.perf_counter()
+        t = CLOCK()
         out = models.forward(syn["depth"], syn)
         loss = sum(s.maps.mean() + s.mano.mean() for s in out.stages)
         _sync(device)
-        t2 = time.perf_counter()
+        t2 = CLOCK()
         loss.backward()
         _sync(device)
-        t3 = time.perf_counter()
+        t3 = CLOCK()
         best_f, best_b = min(best_f, t2 - t), min(best_b, t3 - t2)
     return best_f, best_b
 
@@ -253,13 +257,20 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=2, help="--procs: timed iterations per stage (after one warm-up)")
     ap.add_argument("--threads", type=int, default=0, help="--procs: torch threads per process (0 = cores / procs)")
     ap.add_argument("--ddp-worker", default="", help=argparse.SUPPRESS)  # internal: the torchrun child, a stage
+    ap.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                    help="split: auto = process CPU time on the CPU, wall time on CUDA")
     args = ap.parse_args(argv)
     if args.ddp_worker:
         return ddp_worker(args)
     if args.procs:
         return compare_processes(args)
     device = torch.device(args.device)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch} (+{args.batch} real in "
+    global CLOCK
+    wall = args.clock == "wall" or (args.clock == "auto" and device.type == "cuda")
+    CLOCK = time.perf_counter if wall else time.process_time
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"device {device}, clock {'wall' if wall else 'process CPU'}, torch threads {torch.get_num_threads()}, batch {args.batch} (+{args.batch} real in "
           "fine-tuning); seconds per iteration, best of", args.repeats)
     all_res = {}
     keys = ("total", "data", "forward+loss", "backward", "optimiser", "network_forward", "network_backward", "mano",
