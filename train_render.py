@@ -912,7 +912,9 @@ def resume_run(path, parts: TrainParts, cfg: Config, dist, iters: int) -> RunSta
         raise CheckpointError(f"{path}: saved by a run of {saved_world} process(es), this one has "
                               f"{dist.world_size}; resume with the same number (data order and random streams "
                               "are per process)")
-    check_resume_compatible(ckpt["config"], cfg.to_dict(), RESUME_MAY_CHANGE, source=str(path))
+    # keys added to Config after the checkpoint was written count as their defaults
+    saved_config = {**Config().to_dict(), **ckpt["config"]}
+    check_resume_compatible(saved_config, cfg.to_dict(), RESUME_MAY_CHANGE, source=str(path))
     restore_training_state(ckpt, model=parts.models.net, optimizer=parts.opt, scheduler=parts.sched,
                            source=str(path))
     try:
