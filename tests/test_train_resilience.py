@@ -115,6 +115,11 @@ def test_resume_refuses_truncated_mismatched_and_hostile_checkpoints(finetune_ar
     err = refused(good, "lr=0.002", "seed=5")
     assert "cannot resume" in err and "lr: 0.001 -> 0.002" in err and "seed: 0 -> 5" in err
     assert "width" not in err  # only what differs
+    older = torch.load(good, weights_only=True)
+    del older["config"]["inter_branch"]  # a checkpoint from before a key existed: the key counts as its default
+    torch.save(older, tmp_path / "older.pth")
+    err = refused(tmp_path / "older.pth", "lr=0.002")
+    assert "(1 key(s), saved -> now): lr: 0.001 -> 0.002." in err
     wider = load_config([*args, "width=0.25"])
     torch.save({"model": T.build_models(wider, torch.device("cpu"), transfer=False).net.state_dict()},
                tmp_path / "weights.pth")
