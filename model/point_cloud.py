@@ -13,7 +13,7 @@ None of these functions is differentiable in the geometry: masks, labels and sam
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -23,8 +23,18 @@ from util.geometry import FOREGROUND_THRESHOLD, norm_uvd_to_uvd, norm_xyz_to_xyz
 
 #: ``Img2pcl`` keeps pixels whose value is <= this (``le``; the foreground test elsewhere is ``lt(0.99)``)
 POINT_CLOUD_THRESHOLD = 0.99
-#: hand-box margins in mm: x/y on both sides, z on the near side (20 mm offset + 20 mm hand thickness), z far side
-CROP_HAND_MARGINS = (25.0, 40.0, 20.0)
+
+
+class HandBoxMargins(NamedTuple):
+    """Margins (mm) of the hand box around the joints: x/y on both sides, z on the near side (the official 20 mm
+    offset + 20 mm hand thickness), z on the far side. A tuple, so ``(25.0, 40.0, 20.0)`` works as well."""
+
+    xy: float = 25.0
+    z_near: float = 40.0
+    z_far: float = 20.0
+
+
+CROP_HAND_MARGINS = HandBoxMargins()
 NUM_POINTS = 2048
 #: (point, sphere) pairs per vectorised segmentation chunk (bounds the temporaries to ~16 MB in float32)
 _SEGMENT_CHUNK = 1 << 22
@@ -75,14 +85,14 @@ def crop_hand(depth: Tensor, joints: Tensor, center_xyz: Tensor, cube: Tensor, M
 
     The box comes from the joints in mm: x, y in ``(min - margins[0], max + margins[0])``, z in
     ``(min - margins[1], max + margins[2])``, strict inequalities. Official arguments ``offsetxy=25, offsetz=20,
-    hand_thickness=20`` give margins (25, 40, 20) (config ``crop_hand_offsets = (xy, z, thickness)`` ->
-    ``(xy, z + thickness, z)``). The box and the mask carry no gradient; kept pixels keep their values (and
-    their gradient), so a rendered crop stays differentiable.
+    hand_thickness=20`` give margins (25, 40, 20) (config ``crop_hand_xy_margin``, ``crop_hand_z_near``,
+    ``crop_hand_z_far``). The box and the mask carry no gradient; kept pixels keep their values (and their
+    gradient), so a rendered crop stays differentiable.
 
     Args:
         depth: (B, 1, H, W) normalised crop. joints: (B, J, 3) norm-xyz (the teacher's MANO joints).
         center_xyz, cube, M, camera: as in :func:`backproject_crop`.
-        margins: (xy, z near, z far) in mm.
+        margins: :class:`HandBoxMargins` or any (xy, z near, z far) sequence, mm.
     Returns:
         (B, 1, H, W) the cropped image.
     """

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.point_cloud import backproject_crop, crop_hand, foreground_points, sample_points, segment_points
+from model.point_cloud import (
+    HandBoxMargins, backproject_crop, crop_hand, foreground_points, sample_points, segment_points,
+)
 from render.spheres import HandSpheres
 from util.geometry import crop_matrix_batch
 
@@ -57,6 +59,8 @@ def test_crop_hand_z_margins_are_strict_and_asymmetric():
     out = crop_hand(depth, joints, centre, cube, M, CAM)
     row = out[0, 0, 3, 1:7].tolist()
     assert row == [1.0, -39 / half, 19 / half, 1.0, 0.0, 1.0]  # 40 mm near / 20 mm far margins, strict
+    wider = crop_hand(depth, joints, centre, cube, M, CAM, HandBoxMargins(xy=25.0, z_near=41.0, z_far=21.0))
+    assert wider[0, 0, 3, 1:7].tolist() == [-40 / half, -39 / half, 19 / half, 20 / half, 0.0, 1.0]
 
 
 @pytest.mark.parametrize("axis", [0, 1])
