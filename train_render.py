@@ -423,11 +423,13 @@ def label_errors(out, real: dict, layer, cfg: Config) -> dict[str, float]:
     """Logged-only errors of the train-mode outputs against the real labels (11 joints, mm)."""
     from util.geometry import norm_xyz_to_xyz
 
+    from dataloader.dataset_joints import dsf_frame_errors
+
     gt = norm_xyz_to_xyz(real["joints_xyz_norm"], real["center_xyz"], real["cube"])
     res = {}
-    for k, st in enumerate(stage_joints_mm(out, real, layer, cfg)):
-        res[f"err/pwe_s{k + 1}"] = float(dsf11_errors(st["pwe"], gt).mean())
-        res[f"err/mano_s{k + 1}"] = float(dsf11_errors(st["mano"], gt).mean())
+    for k, st in enumerate(stage_joints_mm(out, real, layer, cfg)):  # NYU: = dsf11_errors
+        res[f"err/pwe_s{k + 1}"] = float(dsf_frame_errors(st["pwe"], gt, cfg.dataset).mean())
+        res[f"err/mano_s{k + 1}"] = float(dsf_frame_errors(st["mano"], gt, cfg.dataset).mean())
     return res
 
 
@@ -491,6 +493,8 @@ def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = 
     finally:
         net.train(was_training)
     acc = {k: gather_rows(torch.cat(v), len(ds), info) for k, v in acc.items()}  # (N, ...) in frame order
+    if cfg.dataset != "nyu":
+        return _evaluate_other(ds, acc, cfg, view, out_dir, models)
     gt_mm = torch.as_tensor(ds.joints_mm())  # (N, 14, 3) mm, y down
     cam = cfg.camera
     h, w = cfg.image_size
@@ -522,6 +526,43 @@ def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = 
     return res
 
 
+def _evaluate_other(ds, acc: dict, cfg: Config, view: int, out_dir: str | None, models: Models) -> dict:
+    """ICVL / MSRA part of :func:`evaluate_view`: the data set's community protocol (``evaluate_dataset``, files in
+    the community frame: ICVL un-mirrored) and DSF's own joints (stored under "dsf11" for the tables)."""
+    from dataloader.dataset_joints import community_uvd, dataset_joints, dsf_frame_errors
+    from util.evaluate import evaluate_dataset, save_predictions
+
+    def _rows(v) -> torch.Tensor:  # per-batch lists or already gathered (N, ...) tensors
+        return torch.cat(v) if isinstance(v, list) else v
+
+    gt_mm = torch.as_tensor(ds.joints_mm())  # (N, J, 3) mm, loader frame
+    gt_uvd = community_uvd(gt_mm, ds, cfg.camera)
+    subjects = ds.subjects_of_frames() if cfg.dataset == "msra" else None
+    res = {"view": view, "frames": len(ds), "scores": {}}
+    last = f"s{cfg.stage_num}"
+    for key in [k for k in acc if k.startswith("s")]:
+        joints = _rows(acc[key])  # (N, 21, 3) mm
+        pred_uvd = community_uvd(dataset_joints(joints, cfg.dataset), ds, cfg.camera)
+        scores = evaluate_dataset(pred_uvd, gt_uvd, cfg.dataset, subjects=subjects)
+        entry = {"dsf11": float(dsf_frame_errors(joints, gt_mm, cfg.dataset).mean()), "evaluator": scores.to_dict()}
+        if out_dir is not None:
+            name = f"predictions_{key}_v{view}.txt"
+            save_predictions(os.path.join(out_dir, name), pred_uvd, num_joints=pred_uvd.shape[1])
+            entry["file"] = name
+            if key.startswith(last):  # official per-view files: 21 MANO-order joints (ICVL un-mirrored)
+                idx = 0 if key.endswith("pwe") else 1
+                _write_rows(os.path.join(out_dir, f"result_{idx}_{view - 1}.txt"),
+                            community_uvd(joints, ds, cfg.camera))
+        res["scores"][key] = entry
+    if out_dir is not None and cfg.save_mesh:
+        _write_rows(os.path.join(out_dir, f"mesh_result_{view - 1}.txt"), _rows(acc["verts"]).numpy())
+        _write_rows(os.path.join(out_dir, f"MANO_result_{view - 1}.txt"), _rows(acc["theta"]).numpy())
+    if out_dir is not None and cfg.save_obj:
+        _write_objs(os.path.join(out_dir, "obj", f"view{view}"), _rows(acc["verts"]).numpy(),
+                    models.layer.faces_closed.cpu().numpy())
+    return res
+
+
 def _write_rows(path: str, arr: np.ndarray) -> None:
     """One line per frame, all numbers of the frame with ``%.3f`` (the official result-file format)."""
     rows = np.asarray(arr, np.float64).reshape(len(arr), -1)
@@ -543,8 +584,8 @@ def score_table(results: Sequence[tuple[str, dict]]) -> str:
     evaluator's 14-joint mean of the final stage's branches."""
     keys = sorted({k for _, r in results for k in r["scores"]})
     head = f"{'model':<28} {'view':>4} {'frames':>6} " + " ".join(f"{k:>9}" for k in keys)
-    lines = ["DSF 11-joint error (mm), per-frame mean over all frames (s = stage, pwe = pixel branch, "
-             "mano = model branch)", head, "-" * len(head)]
+    lines = ["DSF error (mm; NYU 11 joints, ICVL 15, MSRA 19), per-frame mean over all frames (s = stage, "
+             "pwe = pixel branch, mano = model branch)", head, "-" * len(head)]
     for label, r in results:
         lines.append(f"{label:<28} {r['view']:>4} {r['frames']:>6} "
                      + " ".join(f"{r['scores'][k]['dsf11']:9.2f}" if k in r["scores"] else f"{'-':>9}"
@@ -997,7 +1038,8 @@ def test(cfg: Config, out: str, device: torch.device, dist: Any = None) -> list[
 # demo: the whole method on stand-in assets through the same code path
 # ------------------------------------------------------------------------------------------------------
 def ensure_demo_assets(cfg: Config) -> tuple[str, str]:
-    """Generate (first use only) the stand-in MANO model and NYU-format tree; return their paths."""
+    """Generate (first use only) the stand-in MANO model and the data set's stand-in tree (NYU, ICVL or MSRA
+    format); return their paths."""
     from dataloader.standin_nyu import ensure_standin_nyu
     from render.standin import write_standin
 
@@ -1006,10 +1048,19 @@ def ensure_demo_assets(cfg: Config) -> tuple[str, str]:
     if not os.path.isfile(mano_path):
         print(f"generating the procedural stand-in MANO model -> {mano_path}")
         write_standin(mano_path)
-    tree = os.path.join(cfg.demo_dir, "nyu")
-    print(f"stand-in NYU tree: {tree} (generated on first use)")
-    ensure_standin_nyu(tree, cfg.demo_train_frames, cfg.demo_test_frames, seed=cfg.seed, mano_path=mano_path,
-                       views=3, view_mode="copy")
+    tree = os.path.join(cfg.demo_dir, cfg.dataset)
+    print(f"stand-in {cfg.dataset.upper()} tree: {tree} (generated on first use)")
+    if cfg.dataset == "icvl":
+        from dataloader.standin_icvl import ensure_standin_icvl
+
+        ensure_standin_icvl(tree, cfg.demo_train_frames, cfg.demo_test_frames, seed=cfg.seed, mano_path=mano_path)
+    elif cfg.dataset == "msra":  # 9 subjects x 17 gestures: demo_train_frames spread over the 8 training subjects
+        from dataloader.standin_msra import ensure_standin_msra
+
+        ensure_standin_msra(tree, max(1, cfg.demo_train_frames // (8 * 17)), seed=cfg.seed, mano_path=mano_path)
+    else:
+        ensure_standin_nyu(tree, cfg.demo_train_frames, cfg.demo_test_frames, seed=cfg.seed, mano_path=mano_path,
+                           views=3, view_mode="copy")
     return mano_path, tree
 
 
