@@ -65,8 +65,9 @@ def train(args) -> None:
     cfg = bench_config(args, mano, tree, args.weight, resume="auto" if args.resume else "")
     torch.manual_seed(args.seed)
     result = train_transfer(cfg, run_dir(args, args.weight))
-    per_it = result["seconds"] / max(result["steps"], 1)
-    print(f"weight {args.weight:g}: {result['steps']} iterations in {result['seconds']:.0f} s "
+    per_it = result["seconds"] / max(result["steps_this_run"], 1)
+    print(f"weight {args.weight:g}: {result['steps_this_run']} iterations (of {result['steps']}) in "
+          f"{result['seconds']:.0f} s "
           f"({per_it:.2f} s/iteration incl. data), last-epoch losses "
           + json.dumps({k: round(v, 4) for k, v in result["losses"].items()}))
     (run_dir(args, args.weight) / "bench_train.json").write_text(json.dumps({**result, "s_per_iter": per_it}))
@@ -74,12 +75,13 @@ def train(args) -> None:
 
 def example_png(path: Path, synthetic: torch.Tensor, translated: dict[str, torch.Tensor], real: torch.Tensor,
                 rows: int = 6) -> None:
-    """Columns: raw synthetic | each translation | |translation - synthetic| (x2, for the last) | a real crop."""
+    """Columns: raw synthetic | each translation | |last translation - synthetic| (black 0, white >= 1) | a real
+    crop."""
     from model.transfer_train import save_grid_png
 
     names = list(translated)
     cols = [synthetic] + [translated[n] for n in names]
-    diff = (translated[names[-1]] - synthetic).abs().clamp(0, 1) * 2 - 1  # 0 -> black (-1), >= 1 -> white
+    diff = (translated[names[-1]] - synthetic).abs().clamp(0, 1) * 2 - 1  # shown as |diff|: 0 black, >= 1 white
     cols += [diff, real]
     grid = torch.cat([torch.cat([c[r, 0] for c in cols], 1) for r in range(rows)], 0)
     save_grid_png(path, ((grid.clamp(-1, 1) + 1) / 2).numpy())
@@ -109,7 +111,7 @@ def evaluate(args) -> None:
             translated = {name: g(x) for name, g in generators.items() if g is not None}
         example_png(Path(args.png), x, translated, real_test[0])
         print(f"examples: {args.png} (columns: synthetic, " + ", ".join(translated)
-              + ", |last - synthetic| x2, a real crop)")
+              + ", |last - synthetic| (black 0, white >= 1), a real crop)")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 

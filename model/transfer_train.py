@@ -289,7 +289,8 @@ def train_transfer(cfg, run_dir: str | os.PathLike, dist: Any = None, *, synthet
         real_loader: optional iterable of domain-B batches ``{"depth": (B, 1, S, S), ...}``; default the real train
             loader without labels.
     Returns:
-        {"run_dir", "generator" (path of latest_net_G_A.pth), "epochs" (completed), "steps", "resumed_from"
+        {"run_dir", "generator" (path of latest_net_G_A.pth), "epochs" (completed), "steps" (in total),
+        "steps_this_run", "resumed_from"
         (epoch or None), "losses" (mean of each term over the last epoch), "consistency" (mean docs/method.md §12 metric over
         the last epoch's logged iterations), "seconds"}.
     """
@@ -325,6 +326,7 @@ def train_transfer(cfg, run_dir: str | os.PathLike, dist: Any = None, *, synthet
         resumed = start_epoch
         if is_main:
             print(f"transfer: resumed from {resume_path} after epoch {start_epoch} (step {step})")
+    start_step = step
     total_epochs = cfg.transfer_epochs + cfg.transfer_decay_epochs
     log = TrainLog(run_dir, enabled=is_main)
     means: dict[str, float] = {}
@@ -373,7 +375,8 @@ def train_transfer(cfg, run_dir: str | os.PathLike, dist: Any = None, *, synthet
     finally:
         log.close()
     return {"run_dir": str(run_dir), "generator": str(net_file(run_dir, "G_A")),
-            "epochs": max(start_epoch, total_epochs), "steps": step, "resumed_from": resumed,
+            "epochs": max(start_epoch, total_epochs), "steps": step, "steps_this_run": step - start_step,
+            "resumed_from": resumed,
             "losses": means, "consistency": means.get("metric/consistency"), "seconds": time.time() - t0}
 
 

@@ -147,6 +147,7 @@ def test_resume_continues_epochs_and_schedule(tmp_path, standin_tree, standin_pk
     resumed = run(tmp_path / "resumed", load_config(**{**TINY, **kw, "data_root": str(standin_tree),
                                                        "mano_path": str(standin_pkl), "resume": "auto"}))
     assert resumed["resumed_from"] == 2 and resumed["epochs"] == 3 and resumed["steps"] == 3
+    assert resumed["steps_this_run"] == 1 and straight["steps_this_run"] == 3
 
     lr = _lr_by_epoch(tmp_path / "resumed")
     base = 2e-4  # CycleGAN linear rule, 1 + 2 epochs: factors 1, 1 - 1/3, 1 - 2/3
