@@ -4,9 +4,9 @@ while keeping the hand's depth values?
 The stand-in's real split is rendered through a Kinect-like sensor model (noise, disparity quantisation, holes,
 edge dropouts) with a forearm; the synthetic crops are clean renders. Two translators are trained with the same
 seed and data, consistency weight 0 (plain CycleGAN) and the default, then evaluated with
-:func:`model.transfer_eval.evaluate_translators` against the held-out real test split: the §7.2 consistency
-metric (lower = hand depths kept) and the domain distance (mean normalised 1-D Wasserstein distance of sensor
-statistics; the identity map = raw synthetic crops is the reference, the real train split the floor).
+:func:`model.transfer_eval.evaluate_translators` against the held-out real test split: the consistency metric
+(docs/method.md §12; lower = hand depths kept) and the domain distance (mean normalised 1-D Wasserstein distance of
+sensor statistics; the identity map = raw synthetic crops is the reference, the real train split the floor).
 
 CPU budget: a reduced translator (``--ngf 8 --blocks 3 --ndf 16``) for a few hundred iterations; DSF's
 full-size G_A (ngf 64, 9 blocks) is the default of ``train_stage=transfer``. ``--time-full`` also times one

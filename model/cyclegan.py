@@ -128,7 +128,8 @@ class ImagePool:
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CycleGANSettings:
-    """Network sizes and loss weights (config ``transfer_*`` keys). Defaults: CycleGAN + our λ_c (docs/DEVIATIONS.md "Consis-CycleGAN")."""
+    """Network sizes and loss weights (config ``transfer_*`` keys). Defaults: CycleGAN + our λ_c
+    (docs/DEVIATIONS.md "Consis-CycleGAN")."""
 
     ngf: int = 64
     n_blocks: int = 9

@@ -1,4 +1,5 @@
-"""Evaluate synthetic -> real translators: the consistency metric (docs/method.md §12) and a domain distance to real crops.
+"""Evaluate synthetic -> real translators: the consistency metric (docs/method.md §12) and a domain distance to
+real crops.
 
 ``python -m model.transfer_eval --generator ours=<run or .pth> [--generator plain=<...>] [--batches 8]
 [--batch-size 16] [--json out.json] [config key=value ...]``

@@ -13,8 +13,8 @@ Run folder (``run_dir``):
 - ``latest_transfer_state.pth``: everything needed to resume (the four networks, both optimisers and schedulers,
   both image pools, every RNG, epoch / step, the config) -- ``resume=auto`` or ``resume=<that file or folder>``;
 - TensorBoard (``runs/``), ``train.log``, ``train_log.jsonl`` (:class:`util.train_log.TrainLog`): every loss term,
-  the consistency metric of docs/method.md §12 and the learning rate every ``log_every`` iterations, image grids (synthetic,
-  translated, cycled | real, translated back, cycled) every ``img_log_every`` iterations;
+  the consistency metric (docs/method.md §12) and the learning rate every ``log_every`` iterations, image grids
+  (synthetic, translated, cycled | real, translated back, cycled) every ``img_log_every`` iterations;
 - ``transfer_examples.png``: the same grid at the end.
 
 Every file is written atomically by the main process only.
@@ -290,9 +290,9 @@ def train_transfer(cfg, run_dir: str | os.PathLike, dist: Any = None, *, synthet
             loader without labels.
     Returns:
         {"run_dir", "generator" (path of latest_net_G_A.pth), "epochs" (completed), "steps" (in total),
-        "steps_this_run", "resumed_from"
-        (epoch or None), "losses" (mean of each term over the last epoch), "consistency" (mean docs/method.md §12 metric over
-        the last epoch's logged iterations), "seconds"}.
+        "steps_this_run", "resumed_from" (epoch or None), "losses" (mean of each term over the last epoch),
+        "consistency" (mean consistency metric, docs/method.md §12, over the last epoch's logged iterations),
+        "seconds"}.
     """
     from tqdm import tqdm
 
