@@ -374,6 +374,12 @@ def train_transfer(cfg, run_dir: str | os.PathLike, dist: Any = None, *, synthet
             log.image("transfer/grid", step, _rgb(grid))
     finally:
         log.close()
+    if is_main:
+        consis = means.get("metric/consistency")
+        print(f"transfer: {total_epochs} epochs, {step} iterations; G_A -> {net_file(run_dir, 'G_A')} (use "
+              f"transfer_net_path={run_dir}); last-epoch G loss {means.get('loss/G_total', float('nan')):.4f}, "
+              f"D loss {means.get('loss/D_total', float('nan')):.4f}, consistency metric "
+              + (f"{consis:.4f}" if consis is not None else "-") + f"; examples: {run_dir / EXAMPLES_PNG}")
     return {"run_dir": str(run_dir), "generator": str(net_file(run_dir, "G_A")),
             "epochs": max(start_epoch, total_epochs), "steps": step, "steps_this_run": step - start_step,
             "resumed_from": resumed,
