@@ -259,11 +259,11 @@ def execute(run: Run, out: Path, progress: Progress, index: int, total: int, hea
     state = {"last": ""}
     reader = threading.Thread(target=_stream, args=(proc, run_dir / "bench_log.txt", state), daemon=True)
     reader.start()
-    while proc.poll() is None:
+    while reader.is_alive():  # the reader ends when the process closes its output
         reader.join(timeout=heartbeat)
-        if proc.poll() is None:
+        if reader.is_alive():
             print(f"    {run.name}: {time.time() - t0:.0f} s | {state['last']}", flush=True)
-    reader.join()
+    proc.wait()
     seconds = time.time() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{run.name} failed (exit {proc.returncode}); log: {run_dir / 'bench_log.txt'}: "
