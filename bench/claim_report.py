@@ -171,7 +171,8 @@ def plot_success(path: str | Path, results: Sequence[ArmResult], title: str) -> 
     cmap = colormaps["tab20"]
     for i, r in enumerate(results):
         ax.plot(SUCCESS_THRESHOLDS_MM, r.success, color=cmap(i % 20), linewidth=1.6,
-                linestyle="--" if r.tree != "clean" else "-", label=f"{r.label} ({r.mean_11:.1f} mm)")
+                linestyle="--" if r.tree != "clean" else "-",
+                label=f"{r.label}{'' if r.tree == 'clean' else f' [{r.tree} hands]'} ({r.mean_11:.1f} mm)")
     ax.set_xlim(0, 80)
     ax.set_ylim(0, 1)
     ax.set_xlabel("maximum allowed joint error D (mm)")
