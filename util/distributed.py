@@ -243,8 +243,12 @@ class ResumableSampler(DistributedSampler):
         self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its beginning; a data set with ``set_epoch`` (per-item augmentation seeds,
+        :class:`util.seed.SeededItems`) is told the epoch too, so one call serves every training loop."""
         super().set_epoch(epoch)
         self.start = 0
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
     def skip(self, n: int) -> None:
         """Leave out this rank's first ``n`` indices of the current epoch."""

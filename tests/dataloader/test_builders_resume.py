@@ -62,6 +62,8 @@ def test_real_loader_order_and_augmentation_resume_mid_epoch(standin_pkl, tiny_t
         assert torch.equal(want["index"], got["index"]) and torch.equal(want["depth"], got["depth"])
         assert torch.equal(want["center_xyz"], got["center_xyz"])
     assert not torch.equal(collect(loader, 2)[0]["depth"], full[0]["depth"])  # new epoch, new order / augmentation
+    loader.sampler.set_epoch(7)  # the sampler passes the epoch on (loops that only know DistributedSampler)
+    assert loader.dataset.epoch == 7
 
 
 def test_real_loader_ranks_split_the_epoch(standin_pkl, tiny_tree):
