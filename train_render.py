@@ -43,6 +43,9 @@ from config import Config, ConfigError, load_config
 DEMO_PROFILE: dict[str, Any] = {
     "width": 0.25, "batch_size": 8, "transfer": "none", "num_workers": 0, "max_epoch": 2, "step_size": 10,
     "demo_train_frames": 256, "demo_test_frames": 64, "img_log_every": 50, "log_every": 5, "test_views": (1,),
+    # camera-facing built-in poses like the stand-in frames, and the same synthetic distribution in both phases
+    # (no fine-tuning view rotation): the few hundred demo iterations cannot cover all hand orientations
+    "synth_builtin_rotation": "cone", "finetune_view_aug": "none",
 }
 #: iterations of each demo phase over all its epochs (pre-training gets more: it starts from scratch);
 #: ``iters_per_epoch=N`` on the command line replaces both (smoke runs)
@@ -1068,13 +1071,17 @@ def run_demo(cfg: Config, out: str, device: torch.device) -> str:
     """Pre-train briefly, fine-tune briefly, test both, print the error table; returns the table."""
     mano_path, tree = ensure_demo_assets(cfg)
     base = dataclasses.replace(cfg, demo=False, mano_path=mano_path, data_root=tree, output_dir=out)
-    print(f"demo profile: width {cfg.width:g} (the paper's network is width 1), batch {cfg.batch_size}, transfer="
-          f"{cfg.transfer} (no Consis-CycleGAN: synthetic crops enter untranslated), {cfg.max_epoch} epochs per phase")
+    print(f"demo profile: width {cfg.width:g} (the paper's network is width 1), batch {cfg.batch_size}, "
+          f"{DEMO_PRETRAIN_ITERS} pre-training + {DEMO_FINETUNE_ITERS} fine-tuning iterations, transfer={cfg.transfer}"
+          + (" (training the Consis-CycleGAN, train_stage=transfer, takes hours on a CPU: synthetic crops enter "
+             "untranslated; transfer=consis transfer_net_path=<folder with latest_net_G_A.pth> uses one)"
+             if cfg.transfer == "none" else ""))
     t0, cpu0 = time.time(), time.process_time()
     pre_iters = cfg.iters_per_epoch or DEMO_PRETRAIN_ITERS // cfg.max_epoch
     # fine-tuning epochs are passes over the stand-in train split: as many as DEMO_FINETUNE_ITERS need
     real_batches = max(cfg.demo_train_frames // cfg.batch_size, 1)
-    fine_epochs = cfg.max_epoch if cfg.iters_per_epoch else max(cfg.max_epoch, math.ceil(DEMO_FINETUNE_ITERS / real_batches))
+    fine_epochs = cfg.max_epoch if cfg.iters_per_epoch else max(cfg.max_epoch,
+                                                                math.ceil(DEMO_FINETUNE_ITERS / real_batches))
     fine_iters = cfg.iters_per_epoch or math.ceil(DEMO_FINETUNE_ITERS / fine_epochs)
     pre = dataclasses.replace(base, phase="train", train_stage="pretrain", run_name="pretrain",
                               iters_per_epoch=max(pre_iters, 1))
