@@ -101,7 +101,7 @@ def build_real_dataset(cfg, split: str, *, labels: bool = True, view: int | None
                         aug_rotation=cfg.aug_rotation, aug_shift=cfg.aug_shift, aug_scale=cfg.aug_scale,
                         test_cube_split=cfg.test_cube_split, test_cube_scale=cfg.test_cube_scale,
                         skip_bad=cfg.skip_bad, image_shape=cfg.image_size, crop_sampling=cfg.crop_sampling,
-                        point_labels=point_labels)
+                        center_depth_range=cfg.center_depth_limits, point_labels=point_labels)
     elif point_labels is not None:
         raise NotImplementedError(f"point_labels (MANO-fit labels) are implemented for NYU only, not {cfg.dataset!r}")
     elif cfg.dataset == "icvl":
