@@ -49,3 +49,16 @@ def test_skip_bad_false_stops_on_the_bad_file(bad_tree):
     with pytest.raises(DataFileError, match=r"depth_1_0000003\.png"):
         for _ in loader:
             pass
+
+
+def test_center_depth_range_reaches_the_built_dataset(bad_tree):
+    """The config's centre range (not the loader default) decides: a range excluding every ball-tree centre
+    (550-900 mm) stops construction naming the centre file and line; with skip_bad it is a counted skip."""
+    cfg = load_config([f"data_root={bad_tree}", "center_depth_range=100,300", "num_workers=0"])
+    with pytest.raises(DataFileError, match=r"center_test_0_refined\.txt, line 1: centre z = .* outside the "
+                                            r"plausible range 100-300 mm"):
+        build_real_dataset(cfg, "test")
+    skipping = load_config([f"data_root={bad_tree}", "center_depth_range=100,300", "skip_bad=true", "num_workers=0"])
+    with warnings.catch_warnings(record=True), pytest.raises(DataFileError, match="no usable frames"):
+        warnings.simplefilter("always")
+        build_real_dataset(skipping, "test")  # every frame skipped as an implausible centre
