@@ -102,6 +102,8 @@ class Config:
 
     # --- network -----------------------------------------------------------------------------------------
     width: float = 1.0  # channel-width multiplier (1.0 = official network, exact parameter names / counts)
+    mano_scale_bias_init: float = 0.0  # 0 = official init (MANO scale output ~0: collapsed hand); > 0 sets the
+    #   scale bias of both MANO heads at construction (short CPU runs; docs/DEVIATIONS.md "Network")
     joint_num: int = 21
     feature_size: int = 64  # resolution of the pixel-wise maps
     offset_kernel: float = 0.8  # K, kernel radius of the offset representation (norm-uvd units)
@@ -345,7 +347,7 @@ RANGES: dict[str, Range] = {
     "decode_temperature": _POSITIVE,
     "huber_delta": _POSITIVE,
     **{k: _NONNEGATIVE for k in ("deconv_weight", "coord_weight", "model_weight", "m2d_scale", "partICP_weight",
-                                 "M2P_weight", "coll_weight", "shape_prior_weight", "neg_scale_weight",
+                                 "M2P_weight", "coll_weight", "shape_prior_weight", "neg_scale_weight", "mano_scale_bias_init",
                                  "m2p_depth_threshold", "m2p_fit_threshold", "coll_row_threshold",
                                  "crop_hand_xy_margin", "crop_hand_z_near", "crop_hand_z_far")},
     "num_points": Range(1, 1_000_000),

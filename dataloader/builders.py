@@ -323,8 +323,29 @@ def build_pose_model(cfg, device: torch.device | str, mano_layer=None):
     layer = mano_layer if mano_layer is not None else build_mano_layer(cfg, device)
     renderer = HandRenderer(layer, cfg.camera, cfg.input_size, cfg.renderer).to(device)
     net = build_pose_net(cfg.stage_num, cfg.joint_num, width=cfg.width, offset_kernel=cfg.offset_kernel)
+    if cfg.mano_scale_bias_init:
+        set_mano_scale_bias(net, cfg.mano_scale_bias_init)
     return net.to(device), renderer
 
 
+@torch.no_grad()
+def set_mano_scale_bias(net, value: float) -> None:
+    """Set the bias of the scale output s (index 58 of the 62-d vector) of every MANO head to ``value``.
+
+    The official initialisation leaves s ~ 0 (a collapsed hand at the crop centre, docs/method.md §7); from there
+    AdamW needs on the order of a thousand steps before the rendered hand covers the observed one. Short CPU runs
+    (the demo) start from s = ``value`` instead (docs/DEVIATIONS.md "Network"). Checkpoint weights loaded later
+    overwrite it.
+    """
+    from render.mano_params import LAYOUT_AXIS_ANGLE
+
+    idx = LAYOUT_AXIS_ANGLE.scale.start
+    heads = [m for name, m in net.named_modules() if name.startswith("mano_regress") and isinstance(m, torch.nn.Linear)]
+    if not heads:
+        raise ValueError("network has no MANO regression head (mano_regress*)")
+    for lin in heads:
+        lin.bias[idx] = value
+
+
 __all__ = ["build_mano_layer", "build_real_dataset", "build_real_loader", "build_synthetic", "SyntheticSource",
-           "build_transfer_generator", "build_pose_model", "view_aug_for", "transfer_generator_path", "LABEL_KEYS"]
+           "build_transfer_generator", "build_pose_model", "set_mano_scale_bias", "view_aug_for", "transfer_generator_path", "LABEL_KEYS"]

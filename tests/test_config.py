@@ -53,6 +53,7 @@ NO_OFFICIAL_VALUE = {
     "keep_last", "ckpt_every", "nan_max_consecutive", "torch_compile", "channels_last", "deterministic",
     "sync_bn",  # distributed / resume / speed (util/distributed.py, util/checkpointing.py)
     "synth_pose_noise", "synth_builtin_poses", "synth_builtin_rotation", "synth_builtin_cone_deg",
+    "mano_scale_bias_init",  # opt-in init of the MANO scale output (0 = official init)
     "test_subject",  # MSRA fold; the official trainer reads a `test_id` key its config lacks
     "annotate_split", "annotate_branch", "annotate_mesh", "annotate_chunk", "annotate_sheet",  # phase=annotate
 }
