@@ -34,11 +34,11 @@ def test_demo_with_skip_bad_skips_bad_frames_in_every_loader(tmp_path, corrupt_d
                  *FRAMES, *TINY])
     err = capsys.readouterr().err
     assert rc == 0, err
-    # the skip summaries are only produced by data sets built with skip_bad: fine-tuning's training set and the
-    # test sets of both phases
+    # the skip summaries are only produced by data sets built with skip_bad (fine-tuning's training set, the test
+    # set); the frame counts below show that both phases' tests used a skip_bad test set
     summaries = [str(w.message) for w in recwarn if "skipping" in str(w.message)]
     assert sum("train (view 1): skipping 6 of 8 frames (6 bad PNG)" in m for m in summaries) >= 1, summaries
-    assert sum("test (view 1): skipping 1 of 4 frames (1 bad PNG)" in m for m in summaries) >= 2, summaries
+    assert any("test (view 1): skipping 1 of 4 frames (1 bad PNG)" in m for m in summaries), summaries
     for phase in ("pretrain", "finetune"):
         scores = json.loads((out / "nyu" / "d" / phase / "test_scores.json").read_text())
         assert scores["views"][0]["frames"] == 3, scores["views"][0]  # 4 test frames, 1 skipped
