@@ -240,15 +240,8 @@ def success_curve(errors_mm: np.ndarray, thresholds_mm: np.ndarray = SUCCESS_THR
 
 
 def _as_uvd(name: str, a) -> np.ndarray:
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim != 3 or arr.shape[1:] != (NUM_JOINTS, 3) or len(arr) == 0:
-        raise ValueError(f"{name}: expected shape (N >= 1, {NUM_JOINTS}, 3) of (u, v, d), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: {int((~np.isfinite(arr)).sum())} values are NaN or inf")
-    _check_plausible(name, arr)
-    return arr
+    """(N, 14, 3) float64 NYU (u, v, d), validated (see :func:`_as_uvd_j`)."""
+    return _as_uvd_j(name, a, NUM_JOINTS)
 
 
 def evaluate_nyu(pred_uvd, gt_uvd, split: int | None = None, camera: Intrinsics = NYU_CAMERA) -> NYUScores:
