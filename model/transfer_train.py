@@ -135,16 +135,26 @@ def train_step(m: TransferModel, real_A: Tensor, real_B: Tensor) -> tuple[dict[s
     _check_finite(d, "discriminator")
     d["total"].backward()
     m.opt_D.step()
-    losses = {f"loss/{k}": float(v.detach()) for k, v in g.items() if k != "total"}
-    losses.update({f"loss/{k}": float(v.detach()) for k, v in d.items() if k != "total"})
-    losses["loss/G_total"], losses["loss/D_total"] = float(g["total"].detach()), float(d["total"].detach())
+    losses = _read_losses(g, d)
     detached = CycleOutputs(**{f.name: (getattr(out, f.name).detach() if getattr(out, f.name) is not None else None)
                                for f in dataclasses.fields(CycleOutputs)})
     return losses, detached
 
 
+def _read_losses(g: dict[str, Tensor], d: dict[str, Tensor]) -> dict[str, float]:
+    """``{"loss/<term>": value}`` of both steps (totals as G_total / D_total), read back in one host sync."""
+    names = [f"loss/{k}" for k in g if k != "total"] + [f"loss/{k}" for k in d if k != "total"]
+    terms = [v for k, v in g.items() if k != "total"] + [v for k, v in d.items() if k != "total"]
+    names += ["loss/G_total", "loss/D_total"]
+    terms += [g["total"], d["total"]]
+    # float64 holds every float32 / float16 / bfloat16 value exactly: the same numbers as float() per term
+    values = torch.stack([v.detach().reshape(()).double() for v in terms]).tolist()
+    return dict(zip(names, values))
+
+
 def _check_finite(terms: dict[str, Tensor], which: str) -> None:
-    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+    finite = torch.stack([torch.isfinite(v).all() for v in terms.values()]).tolist()  # one host sync per step
+    bad = [k for k, ok in zip(terms, finite) if not ok]
     if bad:
         values = ", ".join(f"{k}={float(terms[k].detach()):.4g}" for k in terms)
         raise FloatingPointError(f"non-finite {which} loss ({', '.join(bad)}): {values}")
