@@ -32,11 +32,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset
 
 from dataloader.crop import CROP_SAMPLINGS
 from dataloader.depth_io import DataFileError, load_centers
-from dataloader.real_sample import draw_aug, make_sample
+from dataloader.real_sample import RealFrameDataset
 from util.camera import CENTER_DEPTH_RANGES, CUBE_SIZES, ICVL_CAMERA, ICVL_MIRROR_WIDTH
 from util.geometry import uvd_to_xyz, xyz_to_uvd
 from util.joints import ICVL_JOINT_NAMES
@@ -149,7 +148,7 @@ def mirror_uvd(uvd: np.ndarray, width: float = ICVL_MIRROR_WIDTH) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 # dataset
 # ----------------------------------------------------------------------------------------------------
-class ICVLDataset(Dataset):
+class ICVLDataset(RealFrameDataset):
     """Crops and 16-joint labels of one ICVL split (mirrored, see the module docstring).
 
     Args:
@@ -244,24 +243,10 @@ class ICVLDataset(Dataset):
     def _path(self, frame: int) -> Path:
         return self.root / DEPTH_DIR / self._names[frame]
 
-    def __len__(self) -> int:
-        return int(self.frames.size)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.load(i)
-
     def read_depth(self, i: int) -> np.ndarray:
         """(240, 320) depth mm of item i in the loader frame (mirrored when ``mirror``)."""
         depth = read_icvl_depth(self._path(int(self.frames[i])))
         return np.ascontiguousarray(depth[:, ::-1]) if self.mirror else depth
-
-    def load(self, i: int, aug=None) -> dict:
-        """Item i (see :mod:`dataloader.real_sample`); ``aug`` forces an augmentation draw."""
-        frame = int(self.frames[i])
-        if aug is None and self.augment:
-            aug = draw_aug(self.aug_shift, self.aug_scale, self.aug_rotation)
-        return make_sample(self.read_depth(i), self._joints[frame], self._centers[frame], self._cubes[frame],
-                           self.camera, self.size, self.crop_sampling, frame, aug)
 
     # --- whole-split accessors (evaluation, annotation) ----------------------------------------------
     @property
@@ -273,26 +258,10 @@ class ICVLDataset(Dataset):
         """Label file (``train.txt``, ``test_seq_1.txt``, ...) each selected frame was read from."""
         return [self._sources[f] for f in self.frames]
 
-    def joints_mm(self) -> np.ndarray:
-        """(len, 16, 3) labels in mm, y down, loader (mirrored) frame."""
-        return self._joints[self.frames].copy()
-
     def joints_uvd_file(self) -> np.ndarray:
         """(len, 16, 3) labels as stored in the label files (original image)."""
         return self._uvd_file[self.frames].copy()
 
-    def centers_mm(self) -> np.ndarray:
-        """(len, 3) crop centres mm, loader frame (before augmentation)."""
-        return self._centers[self.frames].copy()
-
-    def cubes_mm(self) -> np.ndarray:
-        """(len, 3) crop cubes mm."""
-        return self._cubes[self.frames].copy()
-
     def to_file_uvd(self, uvd: np.ndarray) -> np.ndarray:
         """Loader-frame (u, v, d) (..., 3) -> the original image (the community / label-file frame)."""
         return mirror_uvd(uvd, self.mirror_width) if self.mirror else np.array(uvd, np.float64, copy=True)
-
-    def file_path(self, i: int) -> Path:
-        """Depth PNG of item i."""
-        return self._path(int(self.frames[i]))

@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from dataloader.crop import CROP_SAMPLINGS
 from dataloader.depth_io import DataFileError, load_centers
 from dataloader.nyu import resolve_center_frame
-from dataloader.real_sample import draw_aug, make_sample
+from dataloader.real_sample import RealFrameDataset
 from util.camera import CENTER_DEPTH_RANGES, MSRA_CAMERA, MSRA_SUBJECT_CUBES
 from util.geometry import xyz_to_uvd
 from util.joints import MSRA_GESTURES, MSRA_JOINT_NAMES, MSRA_SUBJECTS
@@ -155,7 +154,7 @@ internal_to_msra_file = msra_file_to_internal
 # ----------------------------------------------------------------------------------------------------
 # dataset
 # ----------------------------------------------------------------------------------------------------
-class MSRADataset(Dataset):
+class MSRADataset(RealFrameDataset):
     """Crops and 21-joint labels of one leave-one-subject-out split of an MSRA tree.
 
     Args:
@@ -260,38 +259,14 @@ class MSRADataset(Dataset):
         s, g, i = self.keys[frame]
         return self.root / f"P{s}" / g / frame_name(i)
 
-    def __len__(self) -> int:
-        return int(self.frames.size)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.load(i)
-
     def read_depth(self, i: int) -> np.ndarray:
         """(240, 320) depth mm of item i (0 = background)."""
         return read_msra_bin(self._path(int(self.frames[i])))
 
-    def load(self, i: int, aug=None) -> dict:
-        """Item i (see :mod:`dataloader.real_sample`); ``aug`` forces an augmentation draw."""
-        frame = int(self.frames[i])
-        if aug is None and self.augment:
-            aug = draw_aug(self.aug_shift, self.aug_scale, self.aug_rotation)
-        return make_sample(self.read_depth(i), self._joints[frame], self._centers[frame], self._cubes[frame],
-                           self.camera, self.size, self.crop_sampling, frame, aug)
-
     # --- whole-split accessors (evaluation, annotation) ----------------------------------------------
-    def joints_mm(self) -> np.ndarray:
-        """(len, 21, 3) labels mm, internal frame (y down, z forward)."""
-        return self._joints[self.frames].copy()
-
     def joints_uvd(self) -> np.ndarray:
         """(len, 21, 3) labels as community (u, v, d) (what ``msra_test_groundtruth_label.txt`` holds)."""
         return xyz_to_uvd(self._joints[self.frames], self.camera)
-
-    def centers_mm(self) -> np.ndarray:
-        return self._centers[self.frames].copy()
-
-    def cubes_mm(self) -> np.ndarray:
-        return self._cubes[self.frames].copy()
 
     def subjects_of_frames(self) -> np.ndarray:
         """(len,) subject id of each selected frame."""
@@ -300,6 +275,3 @@ class MSRADataset(Dataset):
     def frame_keys(self) -> list[tuple[int, str, int]]:
         """(subject, gesture, index in folder) of each selected frame."""
         return [self.keys[f] for f in self.frames]
-
-    def file_path(self, i: int) -> Path:
-        return self._path(int(self.frames[i]))

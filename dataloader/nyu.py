@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dataloader.augment import AugParams, augment_crop, sample_aug_params
+from dataloader.augment import AugParams, augment_crop
 from dataloader.crop import CROP_SAMPLINGS, crop_depth, crop_depth_mm, normalize_crop
 from dataloader.depth_io import (DataFileError, JointData, center_problems, check_depth_png, decode_depth,
                                  depth_png_name, describe_invalid_joint, invalid_joints, list_dir, load_centers,
                                  load_joint_data)
+from dataloader.real_sample import SplitAccessors, draw_aug
 from util.camera import CENTER_DEPTH_RANGES, CUBE_SIZES, NYU_CAMERA
 from util.geometry import (flip_y, norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_norm_uvd, xyz_to_norm_xyz,
                            xyz_to_uvd)
@@ -143,7 +144,7 @@ def resolve_center_frame(centers_raw: np.ndarray, joints_ydown: np.ndarray | Non
 # ----------------------------------------------------------------------------------------------------
 # dataset
 # ----------------------------------------------------------------------------------------------------
-class NYUDataset(Dataset):
+class NYUDataset(SplitAccessors, Dataset):
     """Crops and labels of one split and Kinect view of an NYU-format tree.
 
     Args:
@@ -224,12 +225,12 @@ class NYUDataset(Dataset):
         joints36 = yup_to_ydown(labels.joint_xyz[self.view - 1])  # (N, 36, 3) mm, y down
         self._bad_joints = invalid_joints(labels, self.view)  # (N, 36)
         joints36[self._bad_joints.any(1)] = np.nan  # keeps bad frames out of the centre-frame statistics
-        self._joints14 = joints36[:, list(NYU_EVAL_14)].astype(np.float64)
+        self._joints = joints36[:, list(NYU_EVAL_14)].astype(np.float64)  # (N, 14, 3)
         self._joints21 = joints36[:, list(NYU36_TO_MANO21)].astype(np.float64) if joints21 else None
 
         self.center_frame: str | None = None
         if center_type == "joint_mean":
-            centers = self._joints14.mean(1)
+            centers = self._joints.mean(1)
         else:
             if center_file is None:
                 cpath, presumed = find_center_file(self.root, split, self.view)
@@ -237,7 +238,7 @@ class NYUDataset(Dataset):
                 cpath = Path(center_file)
                 presumed = "y_down" if _PER_VIEW_CENTER.search(cpath.name) else "y_up"
             raw, _ = load_centers(cpath, num_frames=n, frames_source=str(self.dir / "joint_data.mat"))
-            self.center_frame = resolve_center_frame(raw, self._joints14, presumed, center_frame, str(cpath))
+            self.center_frame = resolve_center_frame(raw, self._joints, presumed, center_frame, str(cpath))
             centers = raw if self.center_frame == "y_down" else yup_to_ydown(raw)
         self._centers = centers
         self.center_depth_range = (float(center_depth_range[0]), float(center_depth_range[1]))
@@ -341,14 +342,13 @@ class NYUDataset(Dataset):
         """
         frame, depth = self._read(i)
         center, cube = self._centers[frame].copy(), self._cubes[frame].copy()
-        joints = self._joints14[frame]
+        joints = self._joints[frame]
         joints21 = self._joints21[frame] if self._joints21 is not None else None
         points = None if self.point_labels is None else np.asarray(self.point_labels(frame), np.float64)
         crop, M = crop_depth_mm(depth, center, cube, self.camera, self.size, self.crop_sampling)
         premax = float(crop.max())  # before augmentation (docs/method.md §3 quirk)
         if aug is None and self.augment:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-            aug = sample_aug_params(rng, self.aug_shift, self.aug_scale, self.aug_rotation)
+            aug = draw_aug(self.aug_shift, self.aug_scale, self.aug_rotation)
         if aug is not None:
             parts = [joints] + [p for p in (joints21, points) if p is not None]
             res = augment_crop(crop, np.concatenate(parts), center, cube, M, self.camera, aug)
@@ -377,19 +377,7 @@ class NYUDataset(Dataset):
         return {f"joints_xyz_norm{tag}": torch.as_tensor(xyz_n, dtype=torch.float32),
                 f"joints_uvd_norm{tag}": torch.as_tensor(uvd_n, dtype=torch.float32)}
 
-    # --- whole-split accessors (evaluation, centre checks) --------------------------------------------
-    def joints_mm(self) -> np.ndarray:
-        """(len, 14, 3) labels in mm, y down, for the selected frames."""
-        return self._joints14[self.frames].copy()
-
-    def centers_mm(self) -> np.ndarray:
-        """(len, 3) crop centres in mm, y down (before augmentation)."""
-        return self._centers[self.frames].copy()
-
-    def cubes_mm(self) -> np.ndarray:
-        """(len, 3) crop cubes in mm (before augmentation)."""
-        return self._cubes[self.frames].copy()
-
+    # --- whole-split accessors (joints_mm / centers_mm / cubes_mm: SplitAccessors) ----------------------
     def file_path(self, i: int) -> Path:
         """Depth PNG of item i."""
         return self.dir / self._png_name(int(self.frames[i]))

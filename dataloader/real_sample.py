@@ -7,13 +7,18 @@ data set unchanged:
 - ``depth`` (1, S, S) float32 in [-1, 1], background +1 (DeepPrior++ crop with the ``premax`` quirk);
 - ``joints_xyz_norm`` (J, 3) ``(X - C) / (cube / 2)``; ``joints_uvd_norm`` (J, 3) crop-normalised uvd;
 - ``center_xyz`` (3,) mm; ``cube`` (3,) mm; ``M`` (3, 3) full image -> crop pixels; ``index`` frame index.
+
+:class:`SplitAccessors` holds the whole-split accessors of every real loader (NYU, ICVL, MSRA);
+:class:`RealFrameDataset` the item access shared by ICVL and MSRA.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from dataloader.augment import AugParams, augment_crop, sample_aug_params
 from dataloader.crop import crop_depth_mm, normalize_crop
@@ -55,3 +60,56 @@ def make_sample(depth_mm: np.ndarray, joints_xyz: np.ndarray, center_xyz: np.nda
             "index": int(index),
             "joints_xyz_norm": torch.as_tensor(xyz_n, dtype=torch.float32),
             "joints_uvd_norm": torch.as_tensor(uvd_n, dtype=torch.float32)}
+
+
+class SplitAccessors:
+    """Whole-split accessors (evaluation, annotation, centre checks) of a loader holding per-frame arrays of
+    the whole split, ``_joints`` (N, J, 3) labels mm (y down, the loader's frame), ``_centers`` (N, 3) and
+    ``_cubes`` (N, 3) mm, and the selected frame indices ``frames``."""
+
+    _joints: np.ndarray
+    _centers: np.ndarray
+    _cubes: np.ndarray
+    frames: np.ndarray
+
+    def joints_mm(self) -> np.ndarray:
+        """(len, J, 3) labels in mm, y down, loader frame, for the selected frames."""
+        return self._joints[self.frames].copy()
+
+    def centers_mm(self) -> np.ndarray:
+        """(len, 3) crop centres in mm, loader frame (before augmentation)."""
+        return self._centers[self.frames].copy()
+
+    def cubes_mm(self) -> np.ndarray:
+        """(len, 3) crop cubes in mm (before augmentation)."""
+        return self._cubes[self.frames].copy()
+
+
+class RealFrameDataset(SplitAccessors, Dataset):
+    """Items of a single-view loader (ICVL, MSRA): subclasses set the arrays of :class:`SplitAccessors`,
+    ``size``, ``camera``, ``crop_sampling``, ``augment`` and ``aug_{shift,scale,rotation}``, and define
+    ``_path(frame)`` and ``read_depth(i)``."""
+
+    def _path(self, frame: int) -> Path:
+        raise NotImplementedError
+
+    def read_depth(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(self.frames.size)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.load(i)
+
+    def load(self, i: int, aug: AugParams | None = None) -> dict:
+        """Item i (see the module docstring); ``aug`` forces an augmentation draw."""
+        frame = int(self.frames[i])
+        if aug is None and self.augment:
+            aug = draw_aug(self.aug_shift, self.aug_scale, self.aug_rotation)
+        return make_sample(self.read_depth(i), self._joints[frame], self._centers[frame], self._cubes[frame],
+                           self.camera, self.size, self.crop_sampling, frame, aug)
+
+    def file_path(self, i: int) -> Path:
+        """Depth file of item i."""
+        return self._path(int(self.frames[i]))
