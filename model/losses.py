@@ -16,6 +16,7 @@ depth crops normalised to [-1, 1] with background +1 (a pixel is foreground when
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -170,6 +171,14 @@ M2P_FIT_THRESHOLD = 1e-3
 _DEN_EPS = 1e-8
 
 
+@functools.lru_cache(maxsize=8)
+def _pair_mask(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """:func:`render.spheres.collision_mask` as a constant of one device and dtype, built once (not copied to the
+    device, a host sync, on every step). Made outside inference mode so that autograd may save it."""
+    with torch.inference_mode(False):
+        return collision_mask(device).to(dtype)
+
+
 def collision_loss(spheres: HandSpheres, row_threshold: float = COLLISION_ROW_THRESHOLD) -> Tensor:
     """Sphere self-collision penalty (official ``calculate_coll``), unweighted (``coll_weight`` = 1).
 
@@ -190,7 +199,7 @@ def collision_loss(spheres: HandSpheres, row_threshold: float = COLLISION_ROW_TH
     diff = c.unsqueeze(2) - c.unsqueeze(1)  # (B, 66, 66, 3)
     dist = torch.sqrt(diff.square().sum(-1) + DIST_EPS)
     pen = torch.clamp(r.unsqueeze(2) + r.unsqueeze(1) - dist, min=0.0)
-    pen = pen * collision_mask(c.device).to(c.dtype)
+    pen = pen * _pair_mask(c.device, c.dtype)
     rows = pen.sum(-1)  # (B, 66)
     keep = (rows.detach() < row_threshold).to(rows.dtype)  # a constant mask, as in the official code
     return (rows * keep).mean()
