@@ -184,12 +184,10 @@ def build_real_loader(cfg, split: str, *, train: bool, dist: Any = None, labels:
 def view_aug_for(cfg, stage: str) -> str:
     """The view augmentation of a synthetic stage: ``pretrain_view_aug`` (default none) for pre-training,
     ``finetune_view_aug`` (default octant) for fine-tuning and for the transfer-net training (its domain A follows
-    the fine-tuning rendering, docs/method.md §12). Older configs: ``synth_view_aug`` for fine-tuning."""
+    the fine-tuning rendering, docs/method.md §12)."""
     if stage not in SYNTH_STAGES:
         raise ValueError(f"stage must be one of {SYNTH_STAGES}, got {stage!r}")
-    if stage == "pretrain":
-        return getattr(cfg, "pretrain_view_aug", "none")
-    return getattr(cfg, "finetune_view_aug", getattr(cfg, "synth_view_aug", "octant"))
+    return cfg.pretrain_view_aug if stage == "pretrain" else cfg.finetune_view_aug
 
 
 class SyntheticSource:
@@ -257,22 +255,12 @@ def build_synthetic(cfg, device: torch.device | str, stage: str, *, mano_layer=N
     seed = cfg.seed + _STAGE_SEED[stage] + _RANK_SEED * _rank(dist)
     hands_coeffs = _hands_coeffs(cfg)
     params = synthetic.SyntheticParams.from_source(
-        cfg.hands_para_dir, hands_coeffs, n_builtin=getattr(cfg, "synth_builtin_poses", 20000), seed=seed,
+        cfg.hands_para_dir, hands_coeffs, n_builtin=cfg.synth_builtin_poses, seed=seed,
         pose_noise=cfg.synth_pose_noise, cube=cfg.cube,
         search_roots=(os.path.dirname(os.path.abspath(cfg.data_root)), cfg.data_root),
-        **{k: getattr(cfg, f"synth_builtin_{k}") for k in ("rotation",) if hasattr(cfg, f"synth_builtin_{k}")},
-        **({"cone_deg": cfg.synth_builtin_cone_deg} if hasattr(cfg, "synth_builtin_cone_deg") else {}))
-    settings_cls = getattr(synthetic, "SyntheticSettings", None)
-    kw = _synthetic_settings(cfg, view_aug)
-    if settings_cls is not None:  # H1's frozen settings dataclass (issue 10)
-        import dataclasses
-
-        names = {f.name for f in dataclasses.fields(settings_cls)}
-        kw["cube"] = cfg.cube
-        renderer = synthetic.SyntheticRenderer(layer, cfg.camera,
-                                               settings_cls(**{k: v for k, v in kw.items() if k in names}))
-    else:
-        renderer = synthetic.SyntheticRenderer(layer, cfg.camera, cfg.cube, **kw)
+        rotation=cfg.synth_builtin_rotation, cone_deg=cfg.synth_builtin_cone_deg)
+    settings = synthetic.SyntheticSettings(cube=cfg.cube, **_synthetic_settings(cfg, view_aug))
+    renderer = synthetic.SyntheticRenderer(layer, cfg.camera, settings)
     return SyntheticSource(params, renderer, batch_size or cfg.batch_size, seed, torch.device(device), view_aug)
 
 
