@@ -96,7 +96,7 @@ def loss_weights(cfg: Config) -> dict[str, float]:
     ``inter_branch=false`` (ablation) zeroes the inter-branch terms P2M, M2P and the stage-1 MANO-joint
     distillation from the teacher's pixel joints.
     """
-    ib = 1.0 if getattr(cfg, "inter_branch", True) else 0.0
+    ib = 1.0 if cfg.inter_branch else 0.0
     return {
         "pix": cfg.deconv_weight, "coord": cfg.coord_weight, "joint": cfg.coord_weight, "vert": cfg.coord_weight,
         "shape": cfg.shape_prior_weight, "negscale": cfg.neg_scale_weight, "coll": cfg.coll_weight,
