@@ -68,14 +68,6 @@ def run_dir(cfg: Config) -> str:
     return os.path.join(cfg.output_dir, cfg.dataset, name)
 
 
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
@@ -1131,7 +1123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from util.checkpointing import NonFiniteError
     from util.distributed import cleanup_distributed
-    from util.seed import configure_determinism
+    from util.seed import configure_determinism, seed_everything
 
     try:
         dist = _dist_info(cfg)  # torchrun: joins the process group; otherwise one process, nothing initialised
