@@ -17,20 +17,28 @@ def _colors(n: int) -> list:
     return [cmap(i if n <= 10 else i / max(n - 1, 1)) for i in range(n)]
 
 
+def _line_axes(ax, x: np.ndarray, labels: Sequence[str], curves: Sequence[np.ndarray], colors: list, *,
+               xlabel: str, ylabel: str, title: str, legend_loc: str) -> None:
+    """One line per method over ``x`` (x limits = its ends), labelled axes, grid and legend."""
+    for label, curve, color in zip(labels, curves, colors):
+        ax.plot(x, curve, label=label, color=color, linewidth=1.5)
+    ax.set_xlim(float(x[0]), float(x[-1]))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.4)
+    ax.legend(loc=legend_loc, fontsize="small")
+
+
 def plot_success_curves(path: str | Path, labels: Sequence[str], thresholds_mm: np.ndarray,
                         curves: Sequence[np.ndarray], title: str = "NYU") -> None:
     """All methods' max-error success curves (each (T,) over ``thresholds_mm``) on one axes."""
     fig = Figure(figsize=(6.4, 4.8), dpi=120)
     ax = fig.subplots()
-    for label, curve, color in zip(labels, curves, _colors(len(curves))):
-        ax.plot(thresholds_mm, curve, label=label, color=color, linewidth=1.5)
-    ax.set_xlim(float(thresholds_mm[0]), float(thresholds_mm[-1]))
+    _line_axes(ax, thresholds_mm, labels, curves, _colors(len(curves)),
+               xlabel="Maximum allowed distance to GT (mm)", ylabel="Fraction of frames within distance",
+               title=f"{title}: success rate (max joint error)", legend_loc="lower right")
     ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel("Maximum allowed distance to GT (mm)")
-    ax.set_ylabel("Fraction of frames within distance")
-    ax.set_title(f"{title}: success rate (max joint error)")
-    ax.grid(True, alpha=0.4)
-    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
 
@@ -70,13 +78,7 @@ def plot_viewpoint_curves(path: str | Path, names: Sequence[str], yaw_bins: np.n
     colors = _colors(len(names))
     for ax, bins, curves, label in ((axes[0], yaw_bins, yaw_curves, "yaw"),
                                     (axes[1], pitch_bins, pitch_curves, "pitch")):
-        for name, curve, color in zip(names, curves, colors):
-            ax.plot(bins, curve, label=name, color=color, linewidth=1.5)
-        ax.set_xlim(float(bins[0]), float(bins[-1]))
-        ax.set_xlabel(f"{label} angle (deg)")
-        ax.set_ylabel("Mean error distance (mm)")
-        ax.set_title(f"{title}: error vs {label}")
-        ax.grid(True, alpha=0.4)
-        ax.legend(loc="upper right", fontsize="small")
+        _line_axes(ax, bins, names, curves, colors, xlabel=f"{label} angle (deg)",
+                   ylabel="Mean error distance (mm)", title=f"{title}: error vs {label}", legend_loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
