@@ -6,7 +6,9 @@ the labels are the 21 MANO joints, from which each data set takes its own joints
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -52,3 +54,15 @@ def scaled(cfg: StandinConfig, factor: float) -> StandinConfig:
     """``cfg`` with hand scales multiplied by ``factor`` (smaller / larger subjects)."""
     lo, hi = cfg.scale_range
     return replace(cfg, scale_range=(lo * factor, hi * factor))
+
+
+def made_with(out_dir, info_file: str, want: dict) -> bool:
+    """Whether ``out_dir`` holds a stand-in tree whose settings file ``info_file`` records exactly ``want``
+    (the ``ensure_standin_*`` check; an unreadable file means no)."""
+    info = Path(out_dir) / info_file
+    if not info.is_file():
+        return False
+    try:
+        return json.loads(info.read_text()) == want
+    except json.JSONDecodeError:
+        return False

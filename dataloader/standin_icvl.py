@@ -31,7 +31,7 @@ import numpy as np
 
 from dataloader.depth_io import write_centers
 from dataloader.icvl import LABEL_FILES, write_icvl_depth, write_icvl_labels
-from dataloader.standin_frames import NEAR_RANGE_CONFIG, render_frames, standin_layer
+from dataloader.standin_frames import NEAR_RANGE_CONFIG, made_with, render_frames, standin_layer
 from dataloader.standin_nyu import StandinConfig
 from util.camera import ICVL_CAMERA
 from util.geometry import uvd_to_xyz, xyz_to_uvd
@@ -142,13 +142,8 @@ def _info(n_train, n_test, seed, mano_path) -> dict:
 
 def ensure_standin_icvl(out_dir, n_train: int, n_test: int, seed: int = 0, mano_path: str | None = None) -> Path:
     """Generate the tree unless ``out_dir`` holds one made with these exact settings (the demo's first use)."""
-    info = Path(out_dir) / INFO_FILE
-    if info.is_file():
-        try:
-            if json.loads(info.read_text()) == _info(n_train, n_test, seed, mano_path):
-                return Path(out_dir)
-        except json.JSONDecodeError:
-            pass
+    if made_with(out_dir, INFO_FILE, _info(n_train, n_test, seed, mano_path)):
+        return Path(out_dir)
     return generate_standin_icvl(out_dir, n_train, n_test, seed, mano_path)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from dataloader.depth_io import write_centers
 from dataloader.msra import (center_file_name, frame_name, internal_to_msra_file, write_joint_txt,
                              write_msra_bin)
-from dataloader.standin_frames import NEAR_RANGE_CONFIG, render_frames, scaled, standin_layer
+from dataloader.standin_frames import NEAR_RANGE_CONFIG, made_with, render_frames, scaled, standin_layer
 from dataloader.standin_nyu import StandinConfig
 from util.camera import MSRA_CAMERA, MSRA_SUBJECT_CUBES
 from util.geometry import xyz_to_uvd
@@ -95,13 +95,8 @@ def _info(frames_per_gesture, gestures, seed, mano_path) -> dict:
 def ensure_standin_msra(out_dir, frames_per_gesture: int, gestures=MSRA_GESTURES, seed: int = 0,
                         mano_path: str | None = None) -> Path:
     """Generate the tree unless ``out_dir`` holds one made with these exact settings (the demo's first use)."""
-    info = Path(out_dir) / INFO_FILE
-    if info.is_file():
-        try:
-            if json.loads(info.read_text()) == _info(frames_per_gesture, gestures, seed, mano_path):
-                return Path(out_dir)
-        except json.JSONDecodeError:
-            pass
+    if made_with(out_dir, INFO_FILE, _info(frames_per_gesture, gestures, seed, mano_path)):
+        return Path(out_dir)
     return generate_standin_msra(out_dir, frames_per_gesture, gestures, seed, mano_path)
 
 
