@@ -239,6 +239,11 @@ def success_curve(errors_mm: np.ndarray, thresholds_mm: np.ndarray = SUCCESS_THR
     return np.searchsorted(worst, thresholds_mm, side="right") / len(worst)
 
 
+def success_auc(success: np.ndarray) -> float:
+    """Trapezoid area under a :func:`success_curve` over ``SUCCESS_THRESHOLDS_MM`` divided by its last threshold."""
+    return float(np.trapezoid(success, SUCCESS_THRESHOLDS_MM) / SUCCESS_THRESHOLDS_MM[-1])
+
+
 def _as_uvd(name: str, a) -> np.ndarray:
     """(N, 14, 3) float64 NYU (u, v, d), validated (see :func:`_as_uvd_j`)."""
     return _as_uvd_j(name, a, NUM_JOINTS)
@@ -270,7 +275,7 @@ def evaluate_nyu(pred_uvd, gt_uvd, split: int | None = None, camera: Intrinsics 
         seq1=None if split is None else float(err[:split].mean()),
         seq2=None if split is None else float(err[split:].mean()),
         success=success,
-        auc=float(np.trapezoid(success, SUCCESS_THRESHOLDS_MM) / SUCCESS_THRESHOLDS_MM[-1]),
+        auc=success_auc(success),
         num_frames=n,
         split=split,
     )
@@ -404,7 +409,7 @@ def evaluate_dataset(pred_uvd, gt_uvd, dataset: str, *, subjects=None,
         raise ValueError(f"subjects apply to MSRA only, not {dataset!r}")
     return DatasetScores(
         dataset=dataset, mean=float(err.mean()), per_joint=err.mean(axis=0), seq1=seq1, seq2=seq2,
-        success=success, auc=float(np.trapezoid(success, SUCCESS_THRESHOLDS_MM) / SUCCESS_THRESHOLDS_MM[-1]),
+        success=success, auc=success_auc(success),
         num_frames=n, dsf=float(err[:, list(proto.dsf_joints)].mean()), per_subject=per_subject)
 
 
