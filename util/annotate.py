@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from util.checkpointing import atomic_write
+
 CHUNK_DIR = "chunks"
 #: keys of a chunk file
 _CHUNK_KEYS = ("frames", "joints21", "theta", "centers", "cubes")
@@ -57,13 +59,7 @@ def chunk_complete(path: Path, frames: np.ndarray, with_mesh: bool) -> bool:
 
 def _save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomic: write a temporary file in the same folder, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _load_chunks(out_dir: Path, n_chunks: int) -> dict[str, np.ndarray]:

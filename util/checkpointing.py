@@ -20,9 +20,9 @@ import random
 import re
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -60,7 +60,12 @@ def _fsync_dir(folder: str) -> None:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` that never leaves a partly written ``path``.
+    """``torch.save(obj, path)`` that never leaves a partly written ``path`` (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(file)`` into ``path`` so that a partly written ``path`` never exists.
 
     Writes a temporary file ``.<name>.<random>.tmp`` in the same folder, flushes and fsyncs it, renames it over
     ``path`` (atomic on POSIX) and fsyncs the folder. On an exception the temporary file is removed; after a
@@ -72,7 +77,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -469,7 +474,7 @@ class NonFiniteGuard:
         self.consecutive = int(state["consecutive"])
 
 
-__all__ = ["CheckpointError", "NonFiniteError", "NonFiniteGuard", "atomic_save", "rng_state",
+__all__ = ["CheckpointError", "NonFiniteError", "NonFiniteGuard", "atomic_save", "atomic_write", "rng_state",
            "set_rng_state", "save_checkpoint", "load_checkpoint", "restore_training_state",
            "check_resume_compatible", "rotate_checkpoints", "epoch_checkpoint_name", "resolve_resume",
            "keep_epoch_copy", "CHECKPOINT_FORMAT", "LATEST_NAME", "BEST_NAME"]
