@@ -307,8 +307,9 @@ def real_losses(out, real: dict, layer, renderer, cfg: Config, generator: torch.
     terms: dict[str, Tensor] = {}
     if len(out.stages) == 2:
         st2 = out.stages[1]
+        uvd2 = decode_offsets(st2.maps, depth, K, T)  # M2P's pixel joints; detached, the teacher's
         with torch.no_grad():
-            t_uvd = decode_offsets(st2.maps.detach(), depth, K, T)
+            t_uvd = uvd2.detach()
             t_xyz = to_xyz(t_uvd)
             tm = layer.forward_dsf(st2.mano.detach(), global_scale=DSF_GLOBAL_SCALE)
         fit = prepare_real(depth, real, tm.joints, t_xyz, tm.joints, tm.vertices, layer, cfg, generator)
@@ -323,8 +324,7 @@ def real_losses(out, real: dict, layer, renderer, cfg: Config, generator: torch.
         terms.update(fit1)
         terms["real/p2m/s2"] = L.p2m_loss(r2.joints_uvd, t_uvd)
         terms.update(fit2)
-        m2p, stats = m2p_terms(decode_offsets(st2.maps, depth, K, T), r2.joints_uvd, fit.crop, raw2["crop"], raw2,
-                               cfg, "s2")
+        m2p, stats = m2p_terms(uvd2, r2.joints_uvd, fit.crop, raw2["crop"], raw2, cfg, "s2")
     else:
         r1 = renderer.render_prediction(st1.mano, C, S)
         fit = prepare_real(depth, real, r1.joints_xyz.detach(), to_xyz(uvd1.detach()), r1.joints_xyz.detach(),
