@@ -25,7 +25,6 @@ maps predictions back to the original image (the community file frame).
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,31 +213,9 @@ class ICVLDataset(RealFrameDataset):
             centers = raw
         self._centers = centers
         self._cubes = np.full((n, 3), float(cube), np.float64)
-        self.frames = self._select(n, frames, all_sequences)
-
-    def _select(self, n: int, frames: Sequence[int] | None, all_sequences: bool) -> np.ndarray:
-        cand = np.arange(n) if frames is None else np.asarray(frames, np.int64)
-        if cand.size and (cand.min() < 0 or cand.max() >= n):
-            raise ValueError(f"frames must lie in 0..{n - 1} for {self.root} ({self.split})")
-        if not all_sequences:
-            cand = np.array([f for f in cand if is_original_sequence(self._names[f])], np.int64)
-        reasons: dict[int, str] = {}
-        for f in cand[~np.isfinite(self._centers[cand]).all(1)]:
-            reasons[int(f)] = "'invalid' centre"
-        missing = [int(f) for f in cand if int(f) not in reasons and not (self._path(int(f))).is_file()]
-        if missing and not self.skip_bad:
-            raise FileNotFoundError(f"depth PNG not found: {self._path(missing[0])} ({len(missing)} of "
-                                    f"{cand.size} frames missing; skip_bad=True skips them)")
-        for f in missing:
-            reasons[f] = f"missing PNG {self._path(f)}"
-        if reasons:
-            self.skipped = sorted(reasons.items())
-            warnings.warn(f"{self.root} ({self.split}): skipping {len(reasons)} of {cand.size} frames; first: "
-                          f"frame {self.skipped[0][0]}: {self.skipped[0][1]}", stacklevel=3)
-            cand = np.array([f for f in cand if int(f) not in reasons], np.int64)
-        if cand.size == 0:
-            raise DataFileError(f"{self.root}: no usable {self.split} frames")
-        return cand
+        keep = None if all_sequences else (lambda f: is_original_sequence(self._names[f]))
+        self.frames = self._select_frames(n, frames, keep, "depth PNG not found:", "missing PNG",
+                                          f"{self.root} ({self.split})")
 
     def _path(self, frame: int) -> Path:
         return self.root / DEPTH_DIR / self._names[frame]

@@ -21,7 +21,6 @@ are the 21 MSRA joints (``util.joints.MSRA_JOINT_NAMES``).
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -230,30 +229,8 @@ class MSRADataset(RealFrameDataset):
         self._centers = centers
         self._subject_of = np.array([k[0] for k in keys], np.int64)
         self._cubes = np.repeat(np.asarray(cubes, np.float64)[self._subject_of][:, None], 3, 1)
-        self.frames = self._select(n, frames)
-
-    def _select(self, n: int, frames: Sequence[int] | None) -> np.ndarray:
-        cand = np.arange(n) if frames is None else np.asarray(frames, np.int64)
-        if cand.size and (cand.min() < 0 or cand.max() >= n):
-            raise ValueError(f"frames must lie in 0..{n - 1} for {self.root} ({self.split})")
-        reasons: dict[int, str] = {}
-        for f in cand[~np.isfinite(self._centers[cand]).all(1)]:
-            reasons[int(f)] = "'invalid' centre"
-        missing = [int(f) for f in cand if int(f) not in reasons and not self._path(int(f)).is_file()]
-        if missing and not self.skip_bad:
-            raise FileNotFoundError(f"MSRA depth file not found: {self._path(missing[0])} ({len(missing)} of "
-                                    f"{cand.size} frames missing; skip_bad=True skips them)")
-        for f in missing:
-            reasons[f] = f"missing {self._path(f)}"
-        if reasons:
-            self.skipped = sorted(reasons.items())
-            warnings.warn(f"{self.root} ({self.split}, test subject {self.test_subject}): skipping "
-                          f"{len(reasons)} of {cand.size} frames; first: frame {self.skipped[0][0]}: "
-                          f"{self.skipped[0][1]}", stacklevel=3)
-            cand = np.array([f for f in cand if int(f) not in reasons], np.int64)
-        if cand.size == 0:
-            raise DataFileError(f"{self.root}: no usable {self.split} frames")
-        return cand
+        self.frames = self._select_frames(n, frames, None, "MSRA depth file not found:", "missing",
+                                          f"{self.root} ({self.split}, test subject {self.test_subject})")
 
     def _path(self, frame: int) -> Path:
         s, g, i = self.keys[frame]

@@ -13,7 +13,8 @@ data set unchanged:
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from torch.utils.data import Dataset
 
 from dataloader.augment import AugParams, augment_crop, sample_aug_params
 from dataloader.crop import crop_depth_mm, normalize_crop
+from dataloader.depth_io import DataFileError
 from util.geometry import uvd_to_norm_uvd, xyz_to_norm_xyz, xyz_to_uvd
 
 
@@ -92,6 +94,36 @@ class RealFrameDataset(SplitAccessors, Dataset):
 
     def _path(self, frame: int) -> Path:
         raise NotImplementedError
+
+    def _select_frames(self, n: int, frames: Sequence[int] | None, keep: Callable[[int], bool] | None,
+                       missing_error: str, missing_reason: str, where: str) -> np.ndarray:
+        """The usable frames of ``frames`` (default all ``n``) that ``keep`` accepts: frames with an 'invalid'
+        centre are left out, a missing depth file raises ``FileNotFoundError`` (``missing_error`` + path)
+        unless ``skip_bad`` (then left out as ``missing_reason`` + path); one summary warning (``where``:
+        the split) and ``skipped`` list what was left out. Call it from ``__init__`` (the warning's
+        stack level)."""
+        cand = np.arange(n) if frames is None else np.asarray(frames, np.int64)
+        if cand.size and (cand.min() < 0 or cand.max() >= n):
+            raise ValueError(f"frames must lie in 0..{n - 1} for {self.root} ({self.split})")
+        if keep is not None:
+            cand = np.array([f for f in cand if keep(int(f))], np.int64)
+        reasons: dict[int, str] = {}
+        for f in cand[~np.isfinite(self._centers[cand]).all(1)]:
+            reasons[int(f)] = "'invalid' centre"
+        missing = [int(f) for f in cand if int(f) not in reasons and not self._path(int(f)).is_file()]
+        if missing and not self.skip_bad:
+            raise FileNotFoundError(f"{missing_error} {self._path(missing[0])} ({len(missing)} of "
+                                    f"{cand.size} frames missing; skip_bad=True skips them)")
+        for f in missing:
+            reasons[f] = f"{missing_reason} {self._path(f)}"
+        if reasons:
+            self.skipped = sorted(reasons.items())
+            warnings.warn(f"{where}: skipping {len(reasons)} of {cand.size} frames; first: "
+                          f"frame {self.skipped[0][0]}: {self.skipped[0][1]}", stacklevel=3)
+            cand = np.array([f for f in cand if int(f) not in reasons], np.int64)
+        if cand.size == 0:
+            raise DataFileError(f"{self.root}: no usable {self.split} frames")
+        return cand
 
     def read_depth(self, i: int) -> np.ndarray:
         raise NotImplementedError
