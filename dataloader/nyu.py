@@ -31,18 +31,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from dataloader.augment import AugParams, augment_crop
-from dataloader.crop import CROP_SAMPLINGS, crop_depth, crop_depth_mm, normalize_crop
+from dataloader.crop import CROP_SAMPLINGS, crop_depth, crop_depth_mm
 from dataloader.depth_io import (DataFileError, JointData, center_problems, check_depth_png, decode_depth,
                                  depth_png_name, describe_invalid_joint, invalid_joints, list_dir, load_centers,
                                  load_joint_data)
-from dataloader.real_sample import SplitAccessors, draw_aug
+from dataloader.real_sample import SplitAccessors, crop_item, draw_aug, norm_labels
 from util.camera import CENTER_DEPTH_RANGES, CUBE_SIZES, NYU_CAMERA
-from util.geometry import (flip_y, norm_uvd_to_uvd, norm_xyz_to_xyz, uvd_to_norm_uvd, xyz_to_norm_xyz,
-                           xyz_to_uvd)
+from util.geometry import flip_y, norm_uvd_to_uvd, norm_xyz_to_xyz
 from util.joints import NYU36_TO_MANO21, NYU_EVAL_14, NYU_TEST_FRAMES, NYU_TEST_SPLIT
 
 __all__ = [
@@ -357,11 +355,7 @@ class NYUDataset(SplitAccessors, Dataset):
             joints = moved.pop(0)
             joints21 = None if joints21 is None else moved.pop(0)
             points = None if points is None else moved.pop(0)
-        item = {"depth": torch.from_numpy(normalize_crop(crop, premax, center[2], cube[2]))[None],
-                "center_xyz": torch.as_tensor(center, dtype=torch.float32),
-                "cube": torch.as_tensor(cube, dtype=torch.float32),
-                "M": torch.as_tensor(M, dtype=torch.float32),
-                "index": frame}
+        item = crop_item(crop, premax, center, cube, M, frame)
         item.update(self._labels(joints, center, cube, M, ""))
         if joints21 is not None:
             item.update(self._labels(joints21, center, cube, M, "21"))
@@ -372,10 +366,7 @@ class NYUDataset(SplitAccessors, Dataset):
 
     def _labels(self, joints: np.ndarray, center: np.ndarray, cube: np.ndarray, M: np.ndarray,
                 tag: str) -> dict:
-        xyz_n = xyz_to_norm_xyz(joints, center, cube)
-        uvd_n = uvd_to_norm_uvd(xyz_to_uvd(joints, self.camera), center, cube, M, self.size)
-        return {f"joints_xyz_norm{tag}": torch.as_tensor(xyz_n, dtype=torch.float32),
-                f"joints_uvd_norm{tag}": torch.as_tensor(uvd_n, dtype=torch.float32)}
+        return norm_labels(joints, center, cube, M, self.camera, self.size, tag)
 
     # --- whole-split accessors (joints_mm / centers_mm / cubes_mm: SplitAccessors) ----------------------
     def file_path(self, i: int) -> Path:

@@ -53,15 +53,27 @@ def make_sample(depth_mm: np.ndarray, joints_xyz: np.ndarray, center_xyz: np.nda
     if aug is not None:
         res = augment_crop(crop, joints, center, cube, M, camera, aug)
         crop, center, cube, M, joints = res.crop_mm, res.center_xyz, res.cube, res.M, res.joints_xyz
-    xyz_n = xyz_to_norm_xyz(joints, center, cube)
-    uvd_n = uvd_to_norm_uvd(xyz_to_uvd(joints, camera), center, cube, M, size)
-    return {"depth": torch.from_numpy(normalize_crop(crop, premax, center[2], cube[2]))[None],
+    return {**crop_item(crop, premax, center, cube, M, index), **norm_labels(joints, center, cube, M, camera, size)}
+
+
+def crop_item(crop_mm: np.ndarray, premax: float, center: np.ndarray, cube: np.ndarray, M: np.ndarray,
+              index: int) -> dict:
+    """The label-free keys of an item: normalised ``depth`` (premax quirk), ``center_xyz``, ``cube``, ``M``,
+    ``index``."""
+    return {"depth": torch.from_numpy(normalize_crop(crop_mm, premax, center[2], cube[2]))[None],
             "center_xyz": torch.as_tensor(center, dtype=torch.float32),
             "cube": torch.as_tensor(cube, dtype=torch.float32),
             "M": torch.as_tensor(M, dtype=torch.float32),
-            "index": int(index),
-            "joints_xyz_norm": torch.as_tensor(xyz_n, dtype=torch.float32),
-            "joints_uvd_norm": torch.as_tensor(uvd_n, dtype=torch.float32)}
+            "index": int(index)}
+
+
+def norm_labels(joints: np.ndarray, center: np.ndarray, cube: np.ndarray, M: np.ndarray,
+                camera: Sequence[float], size: int, tag: str = "") -> dict:
+    """``joints_xyz_norm{tag}`` / ``joints_uvd_norm{tag}`` (J, 3) float32 of (J, 3) joints in mm."""
+    xyz_n = xyz_to_norm_xyz(joints, center, cube)
+    uvd_n = uvd_to_norm_uvd(xyz_to_uvd(joints, camera), center, cube, M, size)
+    return {f"joints_xyz_norm{tag}": torch.as_tensor(xyz_n, dtype=torch.float32),
+            f"joints_uvd_norm{tag}": torch.as_tensor(uvd_n, dtype=torch.float32)}
 
 
 class SplitAccessors:
