@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from config import Config, ConfigError, load_config
+from util.distributed import unwrap_model
 
 #: the demo profile: overrides applied by ``demo=true`` unless given on the command line. The network runs at a
 #: quarter of its width and batch 8 so that the whole method fits in minutes on a 2-core CPU (printed by the demo).
@@ -70,13 +71,6 @@ def run_dir(cfg: Config) -> str:
 
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
-
-def _unwrap(net: nn.Module) -> nn.Module:
-    """The plain network under DDP / torch.compile wrappers."""
-    from util.distributed import unwrap_model
-
-    return unwrap_model(net)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -463,7 +457,7 @@ def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = 
     own = shard_range(len(ds), info)
     loader = DataLoader(Subset(ds, own) if info.distributed else ds, batch_size=cfg.batch_size, shuffle=False,
                         num_workers=cfg.num_workers)
-    models = dataclasses.replace(models, net=_unwrap(models.net))  # a DDP forward would be a collective
+    models = dataclasses.replace(models, net=unwrap_model(models.net))  # a DDP forward would be a collective
     out_dir = out_dir if info.is_main else None
     net = models.net
     was_training = net.training
@@ -476,7 +470,7 @@ def evaluate_view(models: Models, cfg: Config, view: int, out_dir: str | None = 
 
             it = tqdm(loader, desc=f"test view {view}", leave=False, dynamic_ncols=True)
         for batch in it:
-            b = _to(batch, next(_unwrap(net).parameters()).device)
+            b = _to(batch, next(unwrap_model(net).parameters()).device)
             out = models.forward(b["depth"], b)
             for k, st in enumerate(stage_joints_mm(out, b, models.layer, cfg)):
                 for br in BRANCHES:
@@ -662,7 +656,7 @@ def load_network_weights(net: nn.Module, path: str) -> dict | None:
     path = _checkpoint_file(path)
     raw = read_checkpoint(path, expected="a DSF pose checkpoint ({'model': state_dict, ...} or a state dict)")
     state = unwrap_pose_state(raw, source=path)
-    target = _unwrap(net)
+    target = unwrap_model(net)
     if target.stage_num == 1 and any(_is_stage2_key(k) for k in state):
         # the single-stage ablation starts from a two-stage pre-training: its stage-1 weights, the rest dropped
         # (the official key-matched load ignores them silently; every remaining key must still match)
