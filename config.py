@@ -97,7 +97,9 @@ class Config:
     occlusion_radius: float = 0.3  # max sphere radius, norm-uvd units
     synth_pose_noise: float = 0.2  # built-in pose source: std of noise on PCA coefficients (in component units)
     synth_builtin_poses: int = 20000  # built-in pose source: number of parameter vectors
-    synth_builtin_rotation: str = "so3"  # built-in source's global rotation: so3 (uniform) | cone (camera-facing)
+    # built-in source's global rotation: so3 (uniform) | cone (camera-facing) | upright (fingers up, palm or back
+    # to the camera: natural capture views)
+    synth_builtin_rotation: str = "so3"
     synth_builtin_cone_deg: float = 90.0  # cone: max angle between palm normal and the direction to the camera
 
     # --- network -----------------------------------------------------------------------------------------

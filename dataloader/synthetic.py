@@ -44,7 +44,7 @@ HANDS_FILE_PARTS = ("glb", "pose", "shape", "scale", "trans")  # concatenation o
 #: view augmentations of synthetic crops (config ``pretrain_view_aug`` / ``finetune_view_aug``)
 VIEW_AUGS = ("none", "octant", "so3")
 #: global-rotation distributions of the built-in pose source (config ``synth_builtin_rotation``)
-BUILTIN_ROTATIONS = ("so3", "cone")
+BUILTIN_ROTATIONS = ("so3", "cone", "upright")
 #: axis-angle turning the MANO rest hand (palm normal -y) so that its palm faces the camera (normal -z)
 PALM_TO_CAMERA = (math.pi / 2.0, 0.0, 0.0)
 
@@ -143,6 +143,32 @@ def cone_rotations(n: int, rng: np.random.Generator, half_angle_deg: float) -> n
     return rot.as_rotvec()
 
 
+#: ``upright`` rotations: (yaw, pitch, roll) half-ranges in degrees about the fingers-up, palm-to-camera hand and the
+#: probability of showing the back of the hand (a 180 degree yaw); the ranges of the stand-in scenes
+#: (:class:`dataloader.standin_nyu.StandinConfig`), i.e. the views of a hand held up in front of a sensor
+UPRIGHT_RANGES = (70.0, 35.0, 45.0, 0.5)
+
+
+def upright_rotations(n: int, rng: np.random.Generator, ranges: tuple[float, float, float, float] = UPRIGHT_RANGES
+                      ) -> np.ndarray:
+    """(n, 3) float64 axis-angle rotations of a hand held up in front of the camera.
+
+    The MANO rest hand is turned palm-to-camera (:data:`PALM_TO_CAMERA`, fingers along -x), then 90 degrees about
+    the viewing axis (fingers up, -y), then by Euler angles ``zxy`` = (roll, pitch, yaw) drawn uniformly in
+    +-``ranges[2]``, +-``ranges[1]``, +-``ranges[0]``, with 180 degrees added to the yaw with probability
+    ``ranges[3]`` (back of the hand to the camera). Natural capture views, like the HANDS fits the official
+    pre-training draws its rotations from, and like the stand-in's real frames.
+    """
+    from scipy.spatial.transform import Rotation
+
+    yaw_r, pitch_r, roll_r, back_p = ranges
+    yaw = rng.uniform(-yaw_r, yaw_r, n) + 180.0 * (rng.random(n) < back_p)
+    euler = np.stack([rng.uniform(-roll_r, roll_r, n), rng.uniform(-pitch_r, pitch_r, n), yaw], 1)
+    rot = (Rotation.from_euler("zxy", euler, degrees=True) * Rotation.from_rotvec([0.0, 0.0, math.pi / 2.0])
+           * Rotation.from_rotvec(np.tile(PALM_TO_CAMERA, (n, 1))))
+    return rot.as_rotvec()
+
+
 def builtin_pose_params(hands_coeffs: np.ndarray | None, n: int, seed: int = 0, pose_noise: float = 0.2,
                         rotation: str = "so3", cone_deg: float = 90.0) -> np.ndarray:
     """(n, 62) parameter vectors from the MANO file's captured poses (the built-in pose source).
@@ -168,8 +194,13 @@ def builtin_pose_params(hands_coeffs: np.ndarray | None, n: int, seed: int = 0, 
         pose = (1.0 - t) * c[i] + t * c[j] + pose_noise * sigma * rng.standard_normal((n, 45))
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     out = np.zeros((n, PARAM_DIM), np.float32)
-    out[:, LAYOUT_AXIS_ANGLE.global_orient] = (random_rotations(n, gen, "so3").numpy() if rotation == "so3"
-                                               else cone_rotations(n, rng, cone_deg))
+    if rotation == "so3":
+        rot = random_rotations(n, gen, "so3").numpy()
+    elif rotation == "cone":
+        rot = cone_rotations(n, rng, cone_deg)
+    else:
+        rot = upright_rotations(n, rng)
+    out[:, LAYOUT_AXIS_ANGLE.global_orient] = rot
     out[:, LAYOUT_AXIS_ANGLE.pose_pca] = pose
     out[:, LAYOUT_AXIS_ANGLE.scale] = 1.0
     return out
@@ -219,7 +250,8 @@ class SyntheticParams(Dataset):
         else:
             params = builtin_pose_params(hands_coeffs, n_builtin, seed, pose_noise, rotation, cone_deg)
             kind = "MANO hands_coeffs" if hands_coeffs is not None and len(hands_coeffs) >= 2 else "N(0, 1)"
-            rot = "uniform SO(3)" if rotation == "so3" else f"camera-facing cone {cone_deg:g} deg"
+            rot = {"so3": "uniform SO(3)", "cone": f"camera-facing cone {cone_deg:g} deg",
+                   "upright": "upright (fingers up, palm or back to the camera)"}[rotation]
             where = ", ".join(str(r) for r in search_roots) or "no search roots"
             source = (f"built-in: {n_builtin} vectors from {kind}, global rotation {rot} "
                       f"(no hands-*.txt files under {where}; set hands_para_dir)")

@@ -282,3 +282,27 @@ def test_cone_rotations_face_the_camera():
     assert np.allclose(Rotation.from_rotvec(PALM_TO_CAMERA).apply([0.0, -1.0, 0.0]), [0, 0, -1], atol=1e-12)
     with pytest.raises(ValueError, match="rotation"):
         builtin_pose_params(coeffs, 2, rotation="octant")
+
+
+def test_upright_rotations_hold_the_hand_up():
+    """The upright source: with no spread, fingers (-x of the MANO rest hand) point up (-y) and the palm normal (-y of
+    the rest hand) to the camera (-z), or away from it for the back-facing draw; with the default spread every
+    hand keeps its fingers above the horizontal and about half show their back."""
+    from scipy.spatial.transform import Rotation
+
+    from dataloader.synthetic import UPRIGHT_RANGES, upright_rotations
+
+    rng = np.random.default_rng(0)
+    for back, normal_z in ((0.0, -1.0), (1.0, 1.0)):
+        r = Rotation.from_rotvec(upright_rotations(3, rng, (0.0, 0.0, 0.0, back)))
+        assert np.allclose(r.apply([-1.0, 0.0, 0.0]), [0, -1, 0], atol=1e-9)
+        assert np.allclose(r.apply([0.0, -1.0, 0.0]), [0, 0, normal_z], atol=1e-9)
+    coeffs = np.random.default_rng(1).normal(size=(5, 45))
+    p = builtin_pose_params(coeffs, 2000, seed=4, rotation="upright")
+    r = Rotation.from_rotvec(p[:, :3].astype(np.float64))
+    fingers, normals = r.apply([-1.0, 0.0, 0.0]), r.apply([0.0, -1.0, 0.0])
+    assert fingers[:, 1].max() < 0.0  # roll <= 45 and pitch <= 35 degrees keep every hand pointing up
+    assert 0.45 < (normals[:, 2] < 0).mean() < 0.55  # palm or back to the camera, half each
+    tilt = np.degrees(np.arccos(np.clip(-fingers[:, 1], -1, 1)))
+    assert tilt.max() > 40.0  # the spread is used, not only the upright centre
+    assert UPRIGHT_RANGES[3] == 0.5
