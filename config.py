@@ -171,6 +171,10 @@ class Config:
     img_log_every: int = 200  # iterations between TensorBoard image writes
     test_views: tuple = (1,)  # Kinect views evaluated after training / in phase=test
     epoch_test: bool = True  # test view test_views[0] after every epoch (monitoring; best.pth is a diagnostic)
+    # fine-tuning: real train batches (unaugmented, unlabelled) over which the BN running statistics are re-estimated
+    # at the end of every epoch, before its test and checkpoint; 0 = official (statistics averaged over both
+    # domains' passes; docs/DEVIATIONS.md "Trainer")
+    bn_recalibration: int = 0
     save_mesh: bool = False  # test: also write stage-2 meshes (779 x 3 mm per frame) and 62-d MANO parameters
     save_obj: bool = False  # test: also write one OBJ mesh per frame into <run>/obj/
 
@@ -365,6 +369,7 @@ RANGES: dict[str, Range] = {
     "keep_last": Range(0, 10**6, why="epoch checkpoints kept"),
     "ckpt_every": Range(0, 10**9, why="iterations; 0 = end of epoch only"),
     "nan_max_consecutive": Range(1, 10**6, why="consecutive skipped steps"),
+    "bn_recalibration": Range(0, 10**9, why="real train batches; 0 = off"),
     "img_log_every": Range(1, 10**9),
     "test_views": Range(1, 3, why="Kinect views"),
     # Consis-CycleGAN training (train_stage=transfer)

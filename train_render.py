@@ -43,9 +43,11 @@ from util.distributed import unwrap_model
 DEMO_PROFILE: dict[str, Any] = {
     "width": 0.25, "batch_size": 8, "transfer": "none", "num_workers": 0, "max_epoch": 2, "step_size": 10,
     "demo_train_frames": 256, "demo_test_frames": 64, "img_log_every": 50, "log_every": 5, "test_views": (1,),
-    # camera-facing built-in poses like the stand-in frames, and the same synthetic distribution in both phases
-    # (no fine-tuning view rotation): the few hundred demo iterations cannot cover all hand orientations
-    "synth_builtin_rotation": "cone", "finetune_view_aug": "none",
+    # hands held up like the stand-in's real frames (natural capture views), and the same synthetic distribution
+    # in both phases (no fine-tuning view rotation): the few hundred demo iterations cannot cover all orientations
+    "synth_builtin_rotation": "upright", "finetune_view_aug": "none",
+    # without a trained Consis-CycleGAN the synthetic and real BN statistics differ: the test uses the real ones
+    "bn_recalibration": 32,
 }
 #: iterations of each demo phase over all its epochs (pre-training gets more: it starts from scratch);
 #: ``iters_per_epoch=N`` on the command line replaces both (smoke runs)
@@ -625,6 +627,26 @@ def build_optimizer(cfg: Config, net: nn.Module) -> tuple[torch.optim.Optimizer,
     return opt, sched
 
 
+def recalibrate_bn(models: Models, cfg: Config, device: torch.device, dist: Any = None) -> int:
+    """``bn_recalibration``: re-estimate the BN running statistics over the first ``cfg.bn_recalibration`` batches of
+    the real train split (unaugmented, labels dropped), train-mode forward without gradient; the mean over the ranks
+    when distributed. Weights are untouched. Returns the batches used (per rank)."""
+    from dataloader.builders import build_real_loader
+    from model.bn_stats import average_batchnorm_across_ranks, recalibrate_batchnorm
+
+    loader = build_real_loader(cfg, "train", train=False, dist=dist, labels=False)
+    plain = dataclasses.replace(models, net=unwrap_model(models.net))  # a DDP forward would be a collective
+
+    def forward(batch: dict):
+        batch = _to(batch, device)
+        return plain.forward(batch["depth"], batch)
+
+    used = recalibrate_batchnorm(plain.net, loader, forward, cfg.bn_recalibration)
+    if dist is not None and getattr(dist, "distributed", False):
+        average_batchnorm_across_ranks(plain.net)
+    return used
+
+
 def save_training_checkpoint(path: str, *, net: nn.Module, opt, sched, epoch: int, step: int, cfg: Config,
                              extra: dict, generators: dict[str, torch.Generator]) -> None:
     """Model, optimiser, scheduler, epoch, step, RNG states and the resolved config, written atomically
@@ -806,6 +828,8 @@ def train(cfg: Config, out: str, device: torch.device, dist: Any = None) -> dict
         sched.step()
         line = {k: v for k, v in last.items() if k in ("loss/total", "lr", "stat/skipped_steps")
                 or k.startswith("err/")}
+        if finetune and cfg.bn_recalibration:  # opt-in: test-time BN statistics of the real domain only
+            line["stat/bn_batches"] = recalibrate_bn(models, cfg, device, dist)
         if cfg.epoch_test:  # monitoring only; model selection on the test set is a diagnostic
             r = evaluate_view(models, cfg, cfg.test_views[0], None, dist=dist, progress=False)
             err = float(np.mean([s["dsf11"] for s in r["scores"].values()]))

@@ -31,6 +31,7 @@ OFFICIAL = {
     # optimisation (docs/method.md §13)
     "opt": "adamw", "lr": 1e-3, "weight_decay": 0.01, "scheduler": "step", "step_size": 10, "gamma": 0.1,
     "lr_offbyone": True, "max_epoch": 15, "batch_size": 32, "iters_per_epoch": 0, "epoch_test": True,
+    "bn_recalibration": 0,  # BN running statistics averaged over both domains' passes
     # ICVL mirror (docs/method.md §3; flip_icvl_loader: u' = 320 - u)
     "icvl_mirror_width": 320.0,
     # runtime (docs/method.md §13: fp32, cuDNN autotuning on)

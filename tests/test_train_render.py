@@ -319,3 +319,25 @@ def test_demo_profile_keeps_command_line_values():
     cfg = T.apply_demo_profile(load_config(["demo=true", "width=0.5"]), ["demo=true", "width=0.5"])
     assert cfg.width == 0.5 and cfg.batch_size == T.DEMO_PROFILE["batch_size"] and cfg.transfer == "none"
     assert dataclasses.asdict(cfg)["max_epoch"] == T.DEMO_PROFILE["max_epoch"]
+
+
+def test_bn_recalibration_uses_unlabelled_real_train_crops(tmp_path, assets, pretrained):
+    """``bn_recalibration=N``: after fine-tuning the checkpoint's BN statistics are those of the first N unaugmented
+    real train batches (first BN layer checked against its input, the stem convolution, in float64)."""
+    from dataloader.builders import build_real_loader
+
+    rc, run = _run(tmp_path, assets, "ftbn", "train_stage=finetune", f"finetune_dir={pretrained / 'latest.pth'}",
+                   "bn_recalibration=1")
+    assert rc == 0
+    state = torch.load(run / "latest.pth", weights_only=True)["model"]
+    cfg = load_config([*assets["args"], *TINY])
+    batch = next(iter(build_real_loader(cfg, "train", train=False, labels=False)))
+    x = batch["depth"].double()
+    conv = torch.nn.functional.conv2d(x, state["pre.0.weight"].double(), padding=2)  # 5x5, no bias (stem)
+    flat = conv.transpose(0, 1).reshape(conv.shape[1], -1)
+    np.testing.assert_allclose(state["pre.1.running_mean"].double().numpy(), flat.mean(1).numpy(), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(state["pre.1.running_var"].double().numpy(), flat.var(1).numpy(), rtol=1e-4,
+                               atol=1e-6)
+    assert int(state["pre.1.num_batches_tracked"]) == 1
+    assert "stat/bn_batches=1" in (run / "train.log").read_text()
