@@ -171,9 +171,9 @@ class Config:
     img_log_every: int = 200  # iterations between TensorBoard image writes
     test_views: tuple = (1,)  # Kinect views evaluated after training / in phase=test
     epoch_test: bool = True  # test view test_views[0] after every epoch (monitoring; best.pth is a diagnostic)
-    # fine-tuning: real train batches (unaugmented, unlabelled) over which the BN running statistics are re-estimated
-    # at the end of every epoch, before its test and checkpoint; 0 = official (statistics averaged over both
-    # domains' passes; docs/DEVIATIONS.md "Trainer")
+    # real train batches (unaugmented, unlabelled) over which the BN running statistics are re-estimated: at the end
+    # of every fine-tuning epoch (before its test and checkpoint) and, in phase=test, before scoring; 0 = official
+    # (statistics averaged over both domains' passes; docs/DEVIATIONS.md "Trainer")
     bn_recalibration: int = 0
     save_mesh: bool = False  # test: also write stage-2 meshes (779 x 3 mm per frame) and 62-d MANO parameters
     save_obj: bool = False  # test: also write one OBJ mesh per frame into <run>/obj/

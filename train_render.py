@@ -1037,6 +1037,10 @@ def test(cfg: Config, out: str, device: torch.device, dist: Any = None) -> list[
     cfg = adopt_checkpoint_architecture(cfg, cfg.load_model)
     models = build_models(cfg, device, transfer=False)
     load_network_weights(models.net, cfg.load_model)
+    if cfg.bn_recalibration:  # opt-in: score with BN statistics of the (unlabelled) real train split
+        used = recalibrate_bn(models, cfg, device, dist)
+        if dist is None or dist.is_main:
+            print(f"BN running statistics re-estimated on {used} real train batches (bn_recalibration)")
     results = [evaluate_view(models, cfg, v, out, dist=dist) for v in cfg.test_views]  # sharded under torchrun
     if dist is None or dist.is_main:
         write_test_outputs(out, results, f"test of {cfg.load_model}", {"checkpoint": cfg.load_model})

@@ -341,3 +341,22 @@ def test_bn_recalibration_uses_unlabelled_real_train_crops(tmp_path, assets, pre
                                atol=1e-6)
     assert int(state["pre.1.num_batches_tracked"]) == 1
     assert "stat/bn_batches=1" in (run / "train.log").read_text()
+
+
+def test_test_mode_bn_recalibration_matches_the_fine_tuning_one(tmp_path, assets, pretrained):
+    """``phase=test bn_recalibration=1`` on a checkpoint fine-tuned without it scores exactly like the run that
+    re-estimated the statistics at its end (training does not read the running statistics)."""
+    args = ("train_stage=finetune", f"finetune_dir={pretrained / 'latest.pth'}")
+    rc, plain = _run(tmp_path, assets, "ft_plain", *args)
+    assert rc == 0
+    rc, recal = _run(tmp_path, assets, "ft_recal", *args, "bn_recalibration=1")
+    assert rc == 0
+    rc, tested = _run(tmp_path, assets, "t_recal", "phase=test", f"load_model={plain / 'latest.pth'}",
+                      "bn_recalibration=1")
+    assert rc == 0
+    a = json.loads((recal / "test_scores.json").read_text())["views"][0]["scores"]
+    b = json.loads((tested / "test_scores.json").read_text())["views"][0]["scores"]
+    c = json.loads((plain / "test_scores.json").read_text())["views"][0]["scores"]
+    for key in a:
+        assert b[key]["dsf11"] == pytest.approx(a[key]["dsf11"], abs=1e-4)
+    assert any(abs(c[k]["dsf11"] - a[k]["dsf11"]) > 1e-3 for k in a)  # the statistics did change the scores
