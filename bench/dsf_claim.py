@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -181,6 +182,26 @@ def build_plan(b: Budget, paths: dict) -> tuple[list[Run], list[Arm]]:
             trained_by=("supervised_thick",)),
     ]
     return runs, arms
+
+
+def with_bn_recalibration(runs: list[Run], arms: list[Arm], paths: dict, batches: int
+                          ) -> tuple[list[Run], list[Arm]]:
+    """``--bn-recalibration N``: a ``phase=test bn_recalibration=N`` run ``<name>_bn`` for every fine-tuning run's
+    last checkpoint (the same numbers as fine-tuning with ``bn_recalibration=N``: training never reads the running
+    statistics; tests/test_train_render.py), plus the synthetic-only checkpoint re-scored the same way as a
+    control (BN adaptation alone, no fine-tuning). Returns (the extra runs, the arms scored from them)."""
+    runs_dir = Path(paths["runs"]) / "nyu"
+    fine = {r.name for r in runs if r.kind == "finetune"}
+    extra = [Run(f"{r.name}_bn", "test", {**r.overrides, "phase": "test", "load_model": str(runs_dir / r.name /
+                                                                                           "latest.pth"),
+                                          "bn_recalibration": batches, "run_name": f"{r.name}_bn"}, 0, (r.name,))
+             for r in runs if r.name in fine or r.name == "synthetic"]
+    new_arms = [dataclasses.replace(a, run=f"{a.run}_bn") if a.run in fine else a for a in arms]
+    new_arms += [Arm("synthetic_bn", "synthetic only, BN re-estimated (control, no fine-tuning)", "control",
+                     "synthetic_bn", trained_by=("synthetic",)),
+                 Arm("synthetic_bn_mano", "synthetic only, BN re-estimated (control; MANO branch)", "control",
+                     "synthetic_bn", branch="mano", trained_by=("synthetic",))]
+    return extra, new_arms
 
 
 def overrides_to_argv(overrides: dict) -> list[str]:
@@ -381,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="re-run runs that already finished")
     ap.add_argument("--threads", type=int, default=0, help="OMP/MKL threads per training process (0: torch's "
                     "default)")
+    ap.add_argument("--bn-recalibration", type=int, default=0, metavar="N",
+                    help="also score every fine-tuning arm with BN statistics re-estimated on N real train batches "
+                    "(bn_recalibration=N; report in <out>/bn_recalibration)")
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full" if args.full else "smoke" if args.smoke else "default"
     b = MODES[mode]
@@ -388,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = {"mano": str(out / "data" / "MANO_RIGHT.pkl"), "clean": str(out / "data" / "nyu"),
              "thick": str(out / "data" / f"nyu_{b.mismatch}"), "runs": str(out / "runs")}
     runs, arms = build_plan(b, paths)
+    bn_runs, bn_arms = with_bn_recalibration(runs, arms, paths, args.bn_recalibration) if args.bn_recalibration \
+        else ([], [])
+    runs = runs + bn_runs
     print(f"DSF claim benchmark, mode {mode}: {b}")
     if args.dry_run:
         for r in runs:
@@ -428,6 +455,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.cpu_count()} CPUs, {platform.platform()}", "command": " ".join(["bench/dsf_claim.py", *(argv or
                                                                                    sys.argv[1:])])}
     report(out, results, paths, mode, meta)
+    if bn_arms:
+        bn_out = out / "bn_recalibration"
+        bn_out.mkdir(exist_ok=True)
+        print(f"\n--- fine-tuning arms scored with BN statistics re-estimated on {args.bn_recalibration} real train "
+              f"batches (bn_recalibration; {bn_out}) ---")
+        report(bn_out, score_arms(bn_arms, paths, seconds), paths, f"{mode}, bn_recalibration={args.bn_recalibration}",
+               meta)
     print(f"\nbench wall time {wall / 60:.1f} min; results in {out}")
     if failed:
         print("failed runs: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))

@@ -144,3 +144,26 @@ def test_dsf_diagnostics_from_the_step_log():
     assert d["m2p_selected"] == {"steps": 10, "steps_with_any": 3, "mean_per_step": 1.6, "max": 8.0}
     assert d["err/pwe_s2"] == {"first": 10.0, "last": 20.0}  # first / last fifth (2 steps each)
     assert diagnostics({}) == {}
+
+
+def test_bn_recalibration_rescoring_plan():
+    """``--bn-recalibration N``: one test run per fine-tuning run (and the synthetic-only control) on that run's
+    last checkpoint and data, with bn_recalibration=N; the fine-tuning arms are scored from those runs."""
+    from bench.dsf_claim import with_bn_recalibration
+
+    runs, arms = build_plan(MODES["default"], PATHS)
+    extra, bn_arms = with_bn_recalibration(runs, arms, PATHS, 64)
+    fine = {r.name for r in runs if r.kind == "finetune"}
+    assert {r.name for r in extra} == {f"{n}_bn" for n in fine} | {"synthetic_bn"}
+    by_name = {r.name: r for r in runs}
+    for r in extra:
+        cfg = load_config(overrides_to_argv(r.overrides))
+        src = r.name[:-3]
+        assert cfg.phase == "test" and cfg.bn_recalibration == 64 and r.needs == (src,)
+        assert cfg.load_model.endswith(f"nyu/{src}/latest.pth")
+        assert cfg.data_root == load_config(overrides_to_argv(by_name[src].overrides)).data_root
+        assert cfg.stage_num == load_config(overrides_to_argv(by_name[src].overrides)).stage_num
+    runs_of = {a.name: a.run for a in bn_arms}
+    assert runs_of["dsf"] == "dsf_bn" and runs_of["dsf_thick"] == "dsf_thick_bn" and runs_of["one_stage"] == "one_stage_bn"
+    assert runs_of["synthetic"] == "synthetic" and runs_of["supervised"] == "supervised"  # baselines unchanged
+    assert runs_of["synthetic_bn"] == "synthetic_bn"
