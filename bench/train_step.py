@@ -3,7 +3,7 @@
 The iterations are exactly the trainer's (``train_render.pretrain_step`` / ``finetune_step``, the weighted total,
 backward, AdamW step), on the stand-in assets (procedural MANO model, NYU-format stand-in tree generated into
 ``--assets``), at batch ``--batch`` synthetic (+ the same number of real crops when fine-tuning), for every width of
-``--widths`` (1.0 = the paper's network; 0.25 = the demo).
+``--widths`` (1.0 = the paper's network; 0.125 = the demo; 0.25 = the claim benchmark's CPU width).
 
 Split (seconds of one iteration, best of ``--repeats`` after a warm-up; process CPU time on the CPU, wall time on
 CUDA; ``--threads N`` sets torch's threads):

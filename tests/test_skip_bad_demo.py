@@ -42,6 +42,10 @@ def test_demo_with_skip_bad_skips_bad_frames_in_every_loader(tmp_path, corrupt_d
     for phase in ("pretrain", "finetune"):
         scores = json.loads((out / "nyu" / "d" / phase / "test_scores.json").read_text())
         assert scores["views"][0]["frames"] == 3, scores["views"][0]  # 4 test frames, 1 skipped
+    # the demo profile re-estimates BN statistics on real crops, so its table carries the BN-only control row
+    table = (out / "nyu" / "d" / "demo_table.txt").read_text().splitlines()
+    labels = [line[:28].strip() for line in table[3:6]]
+    assert labels == ["pre-trained (synthetic only)", "pre-trained + real BN stats", "fine-tuned (self-supervised)"]
 
 
 @pytest.mark.slow
