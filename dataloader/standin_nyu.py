@@ -403,15 +403,12 @@ def ensure_standin_nyu(out_dir, n_train: int, n_test: int, seed: int = 0, mano_p
                        mismatch_amount: float | None = None) -> Path:
     """Generate the tree unless ``out_dir`` holds one made with these exact settings (demo's first use).
     Trees written before the released-format fits existed are regenerated once."""
-    info = Path(out_dir) / INFO_FILE
+    from dataloader.standin_frames import made_with  # (standin_frames imports this module)
+
     want = _info(n_train, n_test, seed, mano_path, views, view_mode, config, mismatch, mismatch_amount)
     fits_there = (Path(out_dir) / FITS_DIR / "nyu-test-0-trans.txt").is_file()
-    if info.is_file() and fits_there:
-        try:
-            if json.loads(info.read_text()) == want:
-                return Path(out_dir)
-        except json.JSONDecodeError:
-            pass
+    if fits_there and made_with(out_dir, INFO_FILE, want):
+        return Path(out_dir)
     return generate_standin_nyu(out_dir, n_train, n_test, seed, mano_path, views, view_mode, config=config,
                                 mismatch=mismatch, mismatch_amount=mismatch_amount)
 
