@@ -215,18 +215,6 @@ def _plain_config(config: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 
-def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
-    """The state file to resume from: ``auto`` = ``<run_dir>/latest_transfer_state.pth`` if present (else None,
-    a fresh start); a folder = its state file; a file = itself; ``""`` = None."""
-    if not resume:
-        return None
-    if resume == "auto":
-        path = Path(run_dir) / STATE_FILE
-        return path if path.is_file() else None
-    path = Path(resume)
-    return path / STATE_FILE if path.is_dir() else path
-
-
 def load_transfer_checkpoint(path: str | os.PathLike, m: TransferModel, *, config: dict,
                              generators: dict[str, torch.Generator] | None = None,
                              device: torch.device | str = "cpu") -> tuple[int, int]:
@@ -306,6 +294,7 @@ def train_transfer(cfg, run_dir: str | os.PathLike, dist: Any = None, *, synthet
     """
     from tqdm import tqdm
 
+    from util.checkpointing import resolve_resume
     from util.train_log import TrainLog
 
     t0 = time.time()
@@ -329,7 +318,7 @@ def train_transfer(cfg, run_dir: str | os.PathLike, dist: Any = None, *, synthet
         generators["real_order"] = real_loader.generator
     config = cfg.to_dict()
     start_epoch, step, resumed = 0, 0, None
-    resume_path = resolve_resume(cfg.resume, run_dir)
+    resume_path = resolve_resume(cfg.resume, run_dir, STATE_FILE)
     if resume_path is not None:
         start_epoch, step = load_transfer_checkpoint(resume_path, m, config=config, generators=generators,
                                                      device=device)

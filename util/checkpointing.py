@@ -361,9 +361,10 @@ def epoch_checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.pth"
 
 
-def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint a ``resume`` setting names: ``""`` -> None; ``"auto"`` -> ``<run_dir>/latest.pth`` or None
-    when the run has none yet (a fresh start); a folder -> its ``latest.pth``; else the path itself.
+def resolve_resume(resume: str, run_dir: str | os.PathLike, name: str = LATEST_NAME) -> Path | None:
+    """The checkpoint a ``resume`` setting names: ``""`` -> None; ``"auto"`` -> ``<run_dir>/<name>`` or None
+    when the run has none yet (a fresh start); a folder -> its ``<name>``; else the path itself. ``name``:
+    ``latest.pth`` (pose training) or the Consis-CycleGAN state file.
 
     Raises:
         FileNotFoundError: an explicit path (or folder) without the checkpoint.
@@ -371,14 +372,14 @@ def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
     if not resume:
         return None
     if resume == "auto":
-        latest = Path(run_dir) / LATEST_NAME
+        latest = Path(run_dir) / name
         return latest if latest.is_file() else None
     path = Path(resume)
     if path.is_dir():
-        path = path / LATEST_NAME
+        path = path / name
     if not path.is_file():
         raise FileNotFoundError(f"resume={resume}: no checkpoint at {path} (use resume=auto to continue this run "
-                                "folder's latest.pth, or the path of a latest.pth / epoch_XXX.pth)")
+                                f"folder's {name}, or the path of a saved checkpoint)")
     return path
 
 

@@ -305,3 +305,9 @@ def test_resolve_resume_and_epoch_copies(tmp_path):
     assert names == ["epoch_002.pth", "epoch_003.pth", "latest.pth"]
     # each epoch file keeps its own content after latest.pth was rewritten
     assert [torch.load(tmp_path / n, weights_only=True)["epoch"] for n in names] == [2, 3, 3]
+    # another state file name (the Consis-CycleGAN training state): same rules
+    assert ck.resolve_resume("auto", tmp_path, "state.pth") is None
+    with pytest.raises(FileNotFoundError, match="state.pth"):
+        ck.resolve_resume(str(tmp_path), tmp_path, "state.pth")
+    atomic_save({"epoch": 0}, tmp_path / "state.pth")
+    assert ck.resolve_resume(str(tmp_path), tmp_path, "state.pth") == tmp_path / "state.pth"
