@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.checkpoint import CheckpointError, as_state_dict, check_state_dict
+from model.checkpoint import CheckpointError, as_state_dict, check_state_dict, read_checkpoint
 from util.distributed import DistInfo, any_rank, unwrap_model
 
 CHECKPOINT_FORMAT = "dsf-training-checkpoint"
@@ -213,28 +213,6 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: tor
     atomic_save(payload, path)
 
 
-def _load_reason(err: BaseException) -> str:
-    """One line saying why ``torch.load(weights_only=True)`` failed.
-
-    torch's own message recommends ``weights_only=False``, which must never be done with an untrusted file;
-    only the specific cause is kept.
-    """
-    text = str(err)
-    found = re.search(r"GLOBAL\s+([\w.]+)", text)
-    if found:
-        return (f"it refers to the Python object {found.group(1)}, which a checkpoint must not contain (loading "
-                "it could run code); refused by the weights-only loader")
-    found = re.search(r"Unsupported operand (\d+)", text)
-    if found:
-        return f"not a PyTorch checkpoint (unsupported pickle opcode {found.group(1)})"
-    if isinstance(err, EOFError) or "central directory" in text or "PytorchStreamReader" in text:
-        return "the file is empty, truncated or corrupt (incomplete zip archive)"
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    if "weights_only" in first:
-        first = "content refused by the weights-only loader"
-    return f"{type(err).__name__}: {first[:200]}"
-
-
 def _check_archive(path: Path) -> None:
     """Refuse empty, truncated and bit-flipped files before unpickling: ``torch.save`` writes a zip archive
     whose central directory is at the end and whose members carry CRC-32 checksums."""
@@ -269,10 +247,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(f"checkpoint not found: {path} (expected a DSF training checkpoint, e.g. "
                                 f"<run dir>/{LATEST_NAME})")
     _check_archive(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch reports bad files with many exception types
-        raise CheckpointError(f"{path}: cannot be read as a DSF training checkpoint: {_load_reason(err)}") from None
+    ckpt = read_checkpoint(path, expected="a DSF training checkpoint", map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         keys = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: not a DSF training checkpoint (expected a dict with format="

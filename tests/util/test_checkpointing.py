@@ -221,7 +221,7 @@ def test_code_executing_checkpoint_is_refused_without_running_it(tmp_path):
     torch.save(ckpt, tmp_path / "hostile.pth")
     with open(tmp_path / "hostile_raw.pth", "wb") as f:  # a plain pickle, not even a torch zip file
         pickle.dump({"model": _Exploit(marker)}, f)
-    assert_clear_refusal(tmp_path / "hostile.pth", "system", "must not contain")
+    assert_clear_refusal(tmp_path / "hostile.pth", "system", "may execute code")
     assert_clear_refusal(tmp_path / "hostile_raw.pth", "not a complete torch.save archive")
     assert not marker.exists()
 
