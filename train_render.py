@@ -409,8 +409,10 @@ def dsf11_errors(joints21_mm: Tensor, labels14_mm: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def label_errors(out, real: dict, layer, cfg: Config) -> dict[str, float]:
-    """Logged-only errors of the train-mode outputs against the real labels (11 joints, mm)."""
+@torch.no_grad()
+def label_errors(out, real: dict, layer, cfg: Config) -> dict[str, Tensor]:
+    """Logged-only errors of the train-mode outputs against the real labels (11 joints, mm), as 0-d tensors
+    (the trainer copies them to the host together with the loss terms: :func:`host_scalars`)."""
     from util.geometry import norm_xyz_to_xyz
 
     from dataloader.dataset_joints import dsf_frame_errors
@@ -418,9 +420,18 @@ def label_errors(out, real: dict, layer, cfg: Config) -> dict[str, float]:
     gt = norm_xyz_to_xyz(real["joints_xyz_norm"], real["center_xyz"], real["cube"])
     res = {}
     for k, st in enumerate(stage_joints_mm(out, real, layer, cfg)):  # NYU: = dsf11_errors
-        res[f"err/pwe_s{k + 1}"] = float(dsf_frame_errors(st["pwe"], gt, cfg.dataset).mean())
-        res[f"err/mano_s{k + 1}"] = float(dsf_frame_errors(st["mano"], gt, cfg.dataset).mean())
+        res[f"err/pwe_s{k + 1}"] = dsf_frame_errors(st["pwe"], gt, cfg.dataset).mean()
+        res[f"err/mano_s{k + 1}"] = dsf_frame_errors(st["mano"], gt, cfg.dataset).mean()
     return res
+
+
+def host_scalars(values: dict[str, Tensor]) -> dict[str, float]:
+    """0-d tensors -> Python floats with one device-to-host copy (a ``float()`` per value would wait for the
+    device once per value, every step)."""
+    if not values:
+        return {}
+    flat = torch.stack([v.detach().reshape(()).float() for v in values.values()]).tolist()
+    return dict(zip(values, flat))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -808,13 +819,14 @@ def train(cfg: Config, out: str, device: torch.device, dist: Any = None) -> dict
                 save_run(latest, parts, run, cfg, dist)
                 raise NonFiniteError(f"{err} The last good weights are in {latest}; start a new run from them "
                                      f"with finetune_dir={latest} (e.g. with a lower lr).") from None
-            scal = {f"loss/{k}": float(v.detach()) for k, v in res.terms.items()}
-            scal["loss/total"] = float(total.detach())
+            logged = {f"loss/{k}": v for k, v in res.terms.items()}
+            logged["loss/total"] = total
+            if finetune or supervised:
+                logged.update(label_errors(res.real_out, real, models.layer, cfg))  # logging only
+            scal = host_scalars(logged)
             scal.update({f"stat/{k}": v for k, v in res.stats.items()})
             scal["stat/skipped_steps"] = parts.guard.skipped
             scal["lr"] = opt.param_groups[0]["lr"]
-            if finetune or supervised:
-                scal.update(label_errors(res.real_out, real, models.layer, cfg))  # logging only
             if dist.distributed:
                 scal = reduce_mean(scal, dist)  # logged values are means over the ranks
             log.scalars(run.step, scal, write_tb=run.step % max(cfg.log_every, 1) == 0)

@@ -360,3 +360,14 @@ def test_test_mode_bn_recalibration_matches_the_fine_tuning_one(tmp_path, assets
     for key in a:
         assert b[key]["dsf11"] == pytest.approx(a[key]["dsf11"], abs=1e-4)
     assert any(abs(c[k]["dsf11"] - a[k]["dsf11"]) > 1e-3 for k in a)  # the statistics did change the scores
+
+
+def test_host_scalars_equal_per_value_floats():
+    values = {"a": torch.tensor(1.5), "b": torch.tensor([2.25]), "c": torch.tensor(3, dtype=torch.float64) / 7,
+              "d": torch.tensor(4.0, requires_grad=True) * 2}
+    out = T.host_scalars(values)
+    assert list(out) == list(values)
+    for k, v in values.items():
+        assert out[k] == pytest.approx(float(v.detach()), rel=1e-7)
+        assert isinstance(out[k], float)
+    assert T.host_scalars({}) == {}
