@@ -17,11 +17,11 @@ import torch
 
 import train_render as T
 from config import load_config
+from tests.launch import launch_env, run_torchrun, torchrun_cmd
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["width=0.125", "batch_size=2", "transfer=none", "num_workers=0", "epoch_test=false", "img_log_every=1000",
         "num_points=256", "test_views=1"]
-LAUNCH_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +37,12 @@ def assets(tmp_path_factory):
     return {"args": [f"mano_path={mano}", f"data_root={tree}"], "pre": str(root / "pre.pth"), "root": root}
 
 
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_KEYS}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return env
+_env = launch_env
 
 
 def _cmd(*args: str, nproc: int = 1) -> list[str]:
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}"] \
-        if nproc > 1 else []
-    return [sys.executable, *launcher, str(REPO / "train_render.py"), *args]
+    script = REPO / "train_render.py"
+    return torchrun_cmd(script, *args, nproc=nproc) if nproc > 1 else [sys.executable, str(script), *args]
 
 
 def _model(path: Path) -> dict:
@@ -239,10 +235,7 @@ def test_ddp_step_equals_single_process_step_on_the_same_global_batch(assets, tm
     glob = build_synthetic(cfg, "cpu", "pretrain", batch_size=4).next_batch()
     torch.save({k: v for k, v in glob.items() if isinstance(v, torch.Tensor)}, tmp_path / "global_batch.pt")
     (tmp_path / "worker.py").write_text(DDP_STEP_WORKER)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
-    proc = subprocess.run([*launcher, str(tmp_path / "worker.py"), str(tmp_path), *args], env=_env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(tmp_path / "worker.py", tmp_path, *args, timeout=300)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     # reference: one process, the two halves one after the other, gradients averaged, one SGD step
     torch.manual_seed(0)

@@ -205,20 +205,11 @@ json.dump(out, open(os.path.join(sys.argv[1], f"rank{info.rank}.json"), "w"))
 @pytest.mark.slow
 def test_two_gloo_processes_keep_all_four_networks_in_sync(tmp_path):
     """DDP: generator pair and discriminator pair each one DDP module; replicas identical after two steps."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.launch import run_torchrun
 
-    repo = Path(__file__).resolve().parents[2]
     script = tmp_path / "worker.py"
     script.write_text(DDP_WORKER)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           str(script), str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(script, tmp_path, timeout=180)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["ddp"] == "DistributedDataParallel"
     assert all(r0["changed"].values()) and all(r1["changed"].values()) and r0["finite"] and r1["finite"]

@@ -133,26 +133,20 @@ def test_ranks_take_contiguous_chunk_blocks(tmp_path, standin_pkl, monkeypatch):
 def test_torchrun_two_processes_match_one(tmp_path, standin_pkl):
     """``torchrun --nproc_per_node=2 train_render.py phase=annotate``: every chunk written once, by its rank, with
     the same numbers as a single-process run."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
+
+    from tests.launch import run_torchrun
 
     repo = Path(__file__).resolve().parents[2]
     root = generate_standin_msra(tmp_path / "msra", 1, ("1", "T", "Y"), seed=4)
     cfg = _cfg(tmp_path, "msra", root, standin_pkl, "test_subject=2", "annotate_chunk=1", "annotate_sheet=0")
     single = annotate(cfg, str(tmp_path / "one"))
     assert single["computed"] == 3
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
     args = [f"{k}={getattr(cfg, k)}" for k in ("dataset", "data_root", "mano_path", "width", "stage_num",
                                                 "batch_size", "num_workers", "transfer", "load_model",
                                                 "test_subject", "annotate_chunk", "annotate_sheet")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           str(repo / "train_render.py"), "phase=annotate", f"output_dir={tmp_path / 'two'}", "run_name=r", *args]
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(repo / "train_render.py", "phase=annotate", f"output_dir={tmp_path / 'two'}", "run_name=r", *args,
+                 timeout=300)
     out = tmp_path / "two" / "msra" / "r" / "annotations"
     meta = __import__("json").loads((out / "annotate.json").read_text())
     assert (meta["computed"], meta["skipped"]) == (3, 0)

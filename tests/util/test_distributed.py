@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +11,8 @@ from util.distributed import (
     DistInfo, gather_rows, init_distributed, rank_seed, reduce_mean, shard_range, unwrap_model, wrap_ddp,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.launch import run_torchrun
+
 LAUNCH_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -124,12 +121,7 @@ WORKER = textwrap.dedent("""
 def test_two_gloo_processes_reduce_gather_and_ddp(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_KEYS}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           str(script), str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(script, tmp_path, timeout=120)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["rank"], r1["rank"], r0["world"], r0["distributed"], r0["backend"]) == (0, 1, 2, True, "gloo")
     assert r0["mean"] == r1["mean"] == {"a": 1.5, "b": 1.0}
