@@ -289,7 +289,6 @@ def real_losses(out, real: dict, layer, renderer, cfg: Config, generator: torch.
     """
     import model.losses as L
     from model.offsets import decode_offsets
-    from render.mano_layer import DSF_GLOBAL_SCALE
     from util.geometry import norm_uvd_to_norm_xyz
 
     d, K, T = cfg.huber_delta, cfg.offset_kernel, cfg.decode_temperature
@@ -304,17 +303,18 @@ def real_losses(out, real: dict, layer, renderer, cfg: Config, generator: torch.
     if len(out.stages) == 2:
         st2 = out.stages[1]
         uvd2 = decode_offsets(st2.maps, depth, K, T)  # M2P's pixel joints; detached, the teacher's
+        r1 = out.render  # the stage-1 hand rendered by the remap (with gradient)
+        r2 = renderer.render_prediction(st2.mano, C, S)
         with torch.no_grad():
             t_uvd = uvd2.detach()
             t_xyz = to_xyz(t_uvd)
-            tm = layer.forward_dsf(st2.mano.detach(), global_scale=DSF_GLOBAL_SCALE)
-        fit = prepare_real(depth, real, tm.joints, t_xyz, tm.joints, tm.vertices, layer, cfg, generator)
-        r1 = out.render  # the stage-1 hand rendered by the remap (with gradient)
-        r2 = renderer.render_prediction(st2.mano, C, S)
+            # the teacher's MANO hand = the stage-2 render's mesh, detached (the same MANO evaluation)
+            t_joints, t_verts = r2.joints_xyz.detach(), r2.verts_xyz.detach()
+        fit = prepare_real(depth, real, t_joints, t_xyz, t_joints, t_verts, layer, cfg, generator)
         terms["real/distil_map/s1"] = L.map_distillation_loss(st1.maps, st2.maps)
         terms["real/distil_pwe/s1"] = L.pwe_joint_distillation_loss(uvd1, t_uvd)
         terms["real/distil_joint/s1"] = L.mpe_joint_distillation_loss(r1.joints_xyz, t_xyz)
-        terms["real/distil_mesh/s1"] = L.mpe_mesh_distillation_loss(r1.verts_xyz, tm.vertices)
+        terms["real/distil_mesh/s1"] = L.mpe_mesh_distillation_loss(r1.verts_xyz, t_verts)
         fit1, _ = model_fit_terms(r1, fit, real, layer, cfg, "s1")
         fit2, raw2 = model_fit_terms(r2, fit, real, layer, cfg, "s2")
         terms.update(fit1)
