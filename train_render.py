@@ -291,7 +291,7 @@ def real_losses(out, real: dict, layer, renderer, cfg: Config, generator: torch.
     from model.offsets import decode_offsets
     from util.geometry import norm_uvd_to_norm_xyz
 
-    d, K, T = cfg.huber_delta, cfg.offset_kernel, cfg.decode_temperature
+    K, T = cfg.offset_kernel, cfg.decode_temperature
     depth, C, S, M = real["depth"], real["center_xyz"], real["cube"], real["M"]
 
     def to_xyz(uvd: Tensor) -> Tensor:
